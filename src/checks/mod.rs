@@ -1,0 +1,234 @@
+//! The [`Check`] trait, the SMTP phases checks run in, and the [`Pipeline`] that runs them.
+//!
+//! A check detects and emits [`Symbol`]s; it never decides the action (that is
+//! [`crate::verdict::Policy`]). Checks for one phase run concurrently, each under a timeout;
+//! one that fails or times out yields `<NAME>_UNCHECKED` so the policy can decide what a
+//! missing answer means.
+
+mod headers;
+mod helo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::envelope::Envelope;
+use crate::message::Message;
+use crate::verdict::{Policy, Symbol, Verdict};
+
+pub use headers::HeaderStructure;
+pub use helo::HeloName;
+
+/// When in the SMTP dialogue a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Right after TCP accept: only the client address is known.
+    Connect,
+    /// After EHLO/HELO.
+    Helo,
+    /// After MAIL FROM.
+    Mail,
+    /// After each RCPT TO that the downstream accepted.
+    Rcpt,
+    /// After the whole message arrived and was parsed.
+    Data,
+}
+
+/// What a check sees: the envelope always, the parsed message in the DATA phase.
+pub struct Context<'a> {
+    pub phase: Phase,
+    pub envelope: &'a Envelope,
+    pub message: Option<&'a Message>,
+}
+
+/// A check may refuse outright before DATA (e.g. a blocklisted client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 5xx when true, 4xx otherwise.
+    pub permanent: bool,
+    /// Shown to the sender: say why, leak no configuration.
+    pub text: String,
+}
+
+/// What one check returns.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub symbols: Vec<Symbol>,
+    pub refusal: Option<Refusal>,
+}
+
+impl From<Vec<Symbol>> for Outcome {
+    fn from(symbols: Vec<Symbol>) -> Outcome {
+        Outcome {
+            symbols,
+            refusal: None,
+        }
+    }
+}
+
+/// One detection. Keeps no state between messages except through a store.
+#[async_trait]
+pub trait Check: Send + Sync {
+    /// Lower-case name, used in logs and in the `<NAME>_UNCHECKED` symbol.
+    fn name(&self) -> &'static str;
+    /// The phases this check runs in.
+    fn phases(&self) -> &'static [Phase];
+    async fn check(&self, ctx: &Context<'_>) -> anyhow::Result<Outcome>;
+}
+
+/// Every check, the policy, and the bounds for parsing.
+pub struct Pipeline {
+    checks: Vec<Arc<dyn Check>>,
+    policy: Policy,
+    check_timeout: Duration,
+    max_scan_size: usize,
+    /// Parsing is CPU work done off the async runtime; this caps how many run at once (and so
+    /// how much memory parsed views take).
+    parse_slots: Arc<Semaphore>,
+}
+
+impl Pipeline {
+    /// The pipeline with Kala's built-in checks.
+    pub fn new(settings: &Settings) -> Pipeline {
+        let checks: Vec<Arc<dyn Check>> = vec![Arc::new(HeloName), Arc::new(HeaderStructure)];
+        Pipeline {
+            checks,
+            policy: settings.policy.clone(),
+            check_timeout: settings.scan.check_timeout,
+            max_scan_size: settings.scan.max_scan_size,
+            parse_slots: Arc::new(Semaphore::new(settings.scan.workers.max(1))),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How many leading bytes of a message are parsed.
+    pub fn max_scan_size(&self) -> usize {
+        self.max_scan_size
+    }
+
+    /// Runs the checks of one phase concurrently; the first refusal wins.
+    pub async fn run_phase(&self, phase: Phase, envelope: &Envelope, message: Option<&Message>) -> Outcome {
+        let ctx = Context {
+            phase,
+            envelope,
+            message,
+        };
+        let runs = self
+            .checks
+            .iter()
+            .filter(|c| c.phases().contains(&phase))
+            .map(|check| {
+                let ctx = &ctx;
+                async move {
+                    match tokio::time::timeout(self.check_timeout, check.check(ctx)).await {
+                        Ok(Ok(outcome)) => outcome,
+                        Ok(Err(error)) => unchecked(check.name(), format!("failed: {error:#}")),
+                        Err(_) => unchecked(check.name(), format!("timed out after {:?}", self.check_timeout)),
+                    }
+                }
+            });
+        let mut total = Outcome::default();
+        for outcome in futures::future::join_all(runs).await {
+            total.symbols.extend(outcome.symbols);
+            if total.refusal.is_none() {
+                total.refusal = outcome.refusal;
+            }
+        }
+        total
+    }
+
+    /// Parses a message off the async runtime. `raw` holds at most `max_scan_size` bytes of
+    /// a message of `total_size` bytes.
+    pub async fn parse(&self, raw: Vec<u8>, total_size: usize) -> Arc<Message> {
+        let _slot = self.parse_slots.acquire().await.expect("semaphore never closed");
+        let parsed = tokio::task::spawn_blocking(move || Message::parse(&raw, total_size)).await;
+        Arc::new(parsed.unwrap_or_else(|e| Message {
+            parse_error: Some(format!("parse task failed: {e}")),
+            size: total_size,
+            ..Message::default()
+        }))
+    }
+
+    /// The DATA-phase checks plus the symbols carried from earlier phases, decided by policy.
+    pub async fn scan(&self, envelope: &Envelope, message: &Message, carried: Vec<Symbol>) -> Verdict {
+        let mut symbols = carried;
+        if let Some(error) = &message.parse_error {
+            symbols.push(
+                Symbol::new("MESSAGE_UNPARSEABLE", 0.0, "The message could not be parsed as MIME")
+                    .with_detail(error.clone()),
+            );
+        }
+        if message.truncated {
+            symbols.push(Symbol::new(
+                "SCAN_TRUNCATED",
+                0.0,
+                "Only the first part of this large message was scanned",
+            ));
+        }
+        symbols.extend(self.run_phase(Phase::Data, envelope, Some(message)).await.symbols);
+        self.policy.decide(symbols)
+    }
+}
+
+fn unchecked(check: &str, why: String) -> Outcome {
+    tracing::warn!(check, %why, "check did not answer");
+    vec![
+        Symbol::new(
+            format!("{}_UNCHECKED", check.to_ascii_uppercase()),
+            0.0,
+            format!("The {check} check did not run to completion"),
+        )
+        .with_detail(why),
+    ]
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Slow;
+    #[async_trait]
+    impl Check for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn phases(&self) -> &'static [Phase] {
+            &[Phase::Data]
+        }
+        async fn check(&self, _: &Context<'_>) -> anyhow::Result<Outcome> {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Outcome::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_that_hangs_becomes_an_unchecked_symbol() {
+        let mut pipeline = Pipeline::new(&Settings::embedded_defaults());
+        pipeline.checks = vec![Arc::new(Slow)];
+        pipeline.check_timeout = Duration::from_millis(50);
+        let envelope = Envelope::offline("a@example.org", vec![]);
+        let message = Message::default();
+        let verdict = pipeline.scan(&envelope, &message, vec![]).await;
+        assert!(verdict.symbols.iter().any(|s| s.name == "SLOW_UNCHECKED"), "{verdict:?}");
+    }
+
+    #[tokio::test]
+    async fn unparseable_message_is_quarantined_by_default() {
+        let pipeline = Pipeline::new(&Settings::embedded_defaults());
+        let envelope = Envelope::offline("a@example.org", vec![]);
+        let message = Message {
+            parse_error: Some("boom".into()),
+            ..Message::default()
+        };
+        let verdict = pipeline.scan(&envelope, &message, vec![]).await;
+        assert_eq!(verdict.action, crate::verdict::Action::Quarantine);
+        assert_eq!(verdict.forced_by.as_deref(), Some("MESSAGE_UNPARSEABLE"));
+    }
+}

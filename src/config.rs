@@ -1,0 +1,501 @@
+//! Configuration: the TOML file as raw serde structs, then validated into [`Settings`].
+//!
+//! Every key is optional; [`Settings::embedded_defaults`] is what `kala serve` runs on without a
+//! file. Errors name the file and the key (`smtp.max_recipients`) so an admin knows what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::verdict::{Action, Policy};
+
+/// A configuration problem, always naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw structs: exactly the shape of the file. Unknown keys are errors, never ignored.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    smtp: RawSmtp,
+    downstream: RawDownstream,
+    scan: RawScan,
+    policy: RawPolicy,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSmtp {
+    listen: Option<Vec<String>>,
+    hostname: Option<String>,
+    max_message_size: Option<ByteSize>,
+    max_recipients: Option<usize>,
+    max_line_length: Option<usize>,
+    max_header_size: Option<ByteSize>,
+    memory_spool_size: Option<ByteSize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_errors: Option<usize>,
+    #[serde(with = "humantime_serde::option")]
+    command_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    data_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    shutdown_grace: Option<Duration>,
+    tls: RawSmtpTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSmtpTls {
+    enabled: Option<bool>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDownstream {
+    address: Option<String>,
+    helo_name: Option<String>,
+    tls: Option<DownstreamTls>,
+    ca_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    #[serde(with = "humantime_serde::option")]
+    connect_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    command_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    data_timeout: Option<Duration>,
+    pool_size: Option<usize>,
+    max_messages_per_connection: Option<usize>,
+    #[serde(with = "humantime_serde::option")]
+    pool_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawScan {
+    max_scan_size: Option<ByteSize>,
+    #[serde(with = "humantime_serde::option")]
+    check_timeout: Option<Duration>,
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    tag_score: Option<f64>,
+    quarantine_score: Option<f64>,
+    reject_score: Option<f64>,
+    subject_prefix: Option<String>,
+    scores: BTreeMap<String, f64>,
+    force_actions: BTreeMap<String, Action>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings: what the rest of Kala reads.
+
+/// How Kala talks TLS to the downstream (Exchange).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownstreamTls {
+    /// Plain SMTP only.
+    Off,
+    /// STARTTLS when the downstream offers it; the certificate is not verified (like most MTAs).
+    Opportunistic,
+    /// STARTTLS is required and the certificate is verified (`ca_file` or the system roots).
+    Required,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything Kala needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the file came from (`embedded defaults` without one); used in messages.
+    pub source: String,
+    pub data_dir: PathBuf,
+    pub smtp: SmtpSettings,
+    pub downstream: DownstreamSettings,
+    pub scan: ScanSettings,
+    pub policy: Policy,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub listen: Vec<SocketAddr>,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_line_length: usize,
+    pub max_header_size: usize,
+    pub memory_spool_size: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_errors: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls: SmtpTlsSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpTlsSettings {
+    pub enabled: bool,
+    /// Certificate and key files; `None` means a self-signed pair kept in the data dir.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DownstreamSettings {
+    /// `host:port`, resolved at each connect so a DNS change needs no restart.
+    pub address: String,
+    pub helo_name: String,
+    pub tls: DownstreamTls,
+    pub ca_file: Option<PathBuf>,
+    pub tls_server_name: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub pool_size: usize,
+    pub max_messages_per_connection: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub max_scan_size: usize,
+    pub check_timeout: Duration,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Settings {
+    /// The settings `kala serve` uses when no file is given.
+    pub fn embedded_defaults() -> Settings {
+        Self::from_raw(RawConfig::default(), "embedded defaults")
+            .expect("the embedded defaults are valid")
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Settings, ConfigError> {
+        let fail = |key: String, message: String| ConfigError {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| fail("(syntax)".into(), e.to_string().trim().to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = match e.path().to_string() {
+                p if p == "." => "(top level)".to_string(),
+                p => p,
+            };
+            fail(key, e.into_inner().to_string().trim().to_string())
+        })?;
+        Self::from_raw(raw, file)
+    }
+
+    fn from_raw(raw: RawConfig, file: &str) -> Result<Settings, ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+
+        let listen = raw
+            .smtp
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:2525".into()])
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>().map_err(|_| {
+                    fail("smtp.listen", format!("`{s}` is not an address like 0.0.0.0:25"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err(fail("smtp.listen", "needs at least one address".into()));
+        }
+        let hostname = match raw.smtp.hostname.filter(|h| !h.is_empty()) {
+            Some(h) => h,
+            None => hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into()),
+        };
+        let positive = |key: &str, value: usize| {
+            if value == 0 {
+                Err(fail(key, "must be greater than zero".into()))
+            } else {
+                Ok(value)
+            }
+        };
+        let size = |v: Option<ByteSize>, default: u64| v.map(|b| b.as_u64()).unwrap_or(default) as usize;
+
+        let max_line_length = positive(
+            "smtp.max_line_length",
+            raw.smtp.max_line_length.unwrap_or(2048),
+        )?;
+        if max_line_length < 512 {
+            // RFC 5321 §4.5.3.1.4: a command line of 512 octets must be accepted.
+            return Err(fail("smtp.max_line_length", "must be at least 512 (RFC 5321)".into()));
+        }
+        let cert_and_key = match (raw.smtp.tls.cert_file, raw.smtp.tls.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(fail("smtp.tls.key_file", "is required with smtp.tls.cert_file".into()));
+            }
+            (None, Some(_)) => {
+                return Err(fail("smtp.tls.cert_file", "is required with smtp.tls.key_file".into()));
+            }
+        };
+        let smtp = SmtpSettings {
+            listen,
+            hostname: hostname.clone(),
+            max_message_size: positive(
+                "smtp.max_message_size",
+                size(raw.smtp.max_message_size, 50 * 1024 * 1024),
+            )?,
+            max_recipients: positive("smtp.max_recipients", raw.smtp.max_recipients.unwrap_or(100))?,
+            max_line_length,
+            max_header_size: positive(
+                "smtp.max_header_size",
+                size(raw.smtp.max_header_size, 256 * 1024),
+            )?,
+            memory_spool_size: size(raw.smtp.memory_spool_size, 1024 * 1024),
+            max_connections: positive(
+                "smtp.max_connections",
+                raw.smtp.max_connections.unwrap_or(1000),
+            )?,
+            max_connections_per_ip: positive(
+                "smtp.max_connections_per_ip",
+                raw.smtp.max_connections_per_ip.unwrap_or(20),
+            )?,
+            max_errors: positive("smtp.max_errors", raw.smtp.max_errors.unwrap_or(10))?,
+            command_timeout: raw.smtp.command_timeout.unwrap_or(Duration::from_secs(300)),
+            data_timeout: raw.smtp.data_timeout.unwrap_or(Duration::from_secs(180)),
+            shutdown_grace: raw.smtp.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            tls: SmtpTlsSettings {
+                enabled: raw.smtp.tls.enabled.unwrap_or(true),
+                cert_and_key,
+            },
+        };
+
+        let address = raw.downstream.address.unwrap_or_else(|| "127.0.0.1:25".into());
+        let server_name = match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                host.trim_start_matches('[').trim_end_matches(']').to_string()
+            }
+            _ => {
+                return Err(fail(
+                    "downstream.address",
+                    format!("`{address}` is not host:port, e.g. exchange.example.org:25"),
+                ));
+            }
+        };
+        let tls = raw.downstream.tls.unwrap_or(DownstreamTls::Opportunistic);
+        if raw.downstream.ca_file.is_some() && tls != DownstreamTls::Required {
+            return Err(fail(
+                "downstream.ca_file",
+                "is only used with downstream.tls = \"required\"".into(),
+            ));
+        }
+        let downstream = DownstreamSettings {
+            address,
+            helo_name: raw.downstream.helo_name.unwrap_or_else(|| hostname.clone()),
+            tls,
+            ca_file: raw.downstream.ca_file,
+            tls_server_name: raw.downstream.tls_server_name.unwrap_or(server_name),
+            connect_timeout: raw.downstream.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            command_timeout: raw.downstream.command_timeout.unwrap_or(Duration::from_secs(60)),
+            data_timeout: raw.downstream.data_timeout.unwrap_or(Duration::from_secs(300)),
+            pool_size: raw.downstream.pool_size.unwrap_or(16),
+            max_messages_per_connection: positive(
+                "downstream.max_messages_per_connection",
+                raw.downstream.max_messages_per_connection.unwrap_or(100),
+            )?,
+            pool_idle_timeout: raw.downstream.pool_idle_timeout.unwrap_or(Duration::from_secs(30)),
+        };
+
+        let workers = match raw.scan.workers.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
+        let scan = ScanSettings {
+            max_scan_size: positive("scan.max_scan_size", size(raw.scan.max_scan_size, 20 * 1024 * 1024))?,
+            check_timeout: raw.scan.check_timeout.unwrap_or(Duration::from_secs(10)),
+            workers,
+        };
+
+        let tag = raw.policy.tag_score.unwrap_or(5.0);
+        let quarantine = raw.policy.quarantine_score.unwrap_or(10.0);
+        let reject = raw.policy.reject_score.unwrap_or(20.0);
+        if quarantine < tag {
+            return Err(fail("policy.quarantine_score", format!("{quarantine} is below policy.tag_score ({tag})")));
+        }
+        if reject < quarantine {
+            return Err(fail("policy.reject_score", format!("{reject} is below policy.quarantine_score ({quarantine})")));
+        }
+        for name in raw.policy.scores.keys().chain(raw.policy.force_actions.keys()) {
+            if !crate::verdict::is_symbol_name(name) {
+                return Err(fail(
+                    "policy",
+                    format!("`{name}` is not a symbol name (upper case letters, digits and _)"),
+                ));
+            }
+        }
+        let mut force_actions = raw.policy.force_actions;
+        // A message the parser cannot read is held for a person rather than passed or lost.
+        force_actions.entry("MESSAGE_UNPARSEABLE".into()).or_insert(Action::Quarantine);
+        let policy = Policy {
+            tag_score: tag,
+            quarantine_score: quarantine,
+            reject_score: reject,
+            subject_prefix: raw.policy.subject_prefix.unwrap_or_else(|| "[SPAM]".into()),
+            scores: raw.policy.scores,
+            force_actions,
+        };
+
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(fail("log.level", format!("`{level}` is not a level such as info or debug")));
+        }
+        Ok(Settings {
+            source: file.to_string(),
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./var")),
+            smtp,
+            downstream,
+            scan,
+            policy,
+            log: LogSettings {
+                format: raw.log.format.unwrap_or(LogFormat::Text),
+                level,
+            },
+        })
+    }
+}
+
+impl fmt::Display for Settings {
+    /// The one-paragraph summary `kala serve` logs at start and `kala config check` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let listen: Vec<String> = self.smtp.listen.iter().map(|a| a.to_string()).collect();
+        write!(
+            f,
+            "config: {}; SMTP on {}; data in {}; downstream {} (TLS {:?}); thresholds tag {} / quarantine {} / reject {}",
+            self.source,
+            listen.join(", "),
+            self.data_dir.display(),
+            self.downstream.address,
+            self.downstream.tls,
+            self.policy.tag_score,
+            self.policy.quarantine_score,
+            self.policy.reject_score,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_match_the_readme() {
+        let s = Settings::embedded_defaults();
+        assert_eq!(s.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(s.data_dir, PathBuf::from("./var"));
+        assert_eq!(s.downstream.address, "127.0.0.1:25");
+        assert_eq!(s.smtp.max_recipients, 100);
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../kala.example.toml");
+        let s = Settings::parse(text, "kala.example.toml").expect("example parses");
+        assert_eq!(s.smtp.max_recipients, 100);
+        assert_eq!(s.downstream.tls, DownstreamTls::Opportunistic);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = Settings::parse("[smtp]\nmax_recipents = 5\n", "/etc/kala.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/kala.toml: smtp.max_recipents: "), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("max_recipents"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Settings::parse("[smtp]\nmax_recipients = \"lots\"\n", "k.toml").unwrap_err();
+        assert_eq!(err.key, "smtp.max_recipients", "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let err = Settings::parse("[downstream]\naddress = \"exchange\"\n", "k.toml").unwrap_err();
+        assert_eq!(err.key, "downstream.address");
+        let err = Settings::parse("[policy]\ntag_score = 9.0\nquarantine_score = 4.0\n", "k.toml").unwrap_err();
+        assert_eq!(err.key, "policy.quarantine_score");
+        let err = Settings::parse("[smtp]\nlisten = [\"nowhere\"]\n", "k.toml").unwrap_err();
+        assert_eq!(err.key, "smtp.listen");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_like_an_admin_writes_them() {
+        let s = Settings::parse(
+            "[smtp]\nmax_message_size = \"10 MiB\"\ncommand_timeout = \"2m\"\n",
+            "k.toml",
+        )
+        .unwrap();
+        assert_eq!(s.smtp.max_message_size, 10 * 1024 * 1024);
+        assert_eq!(s.smtp.command_timeout, Duration::from_secs(120));
+    }
+}

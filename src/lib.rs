@@ -1,0 +1,21 @@
+//! Kala: an inline mail gateway in front of Microsoft Exchange.
+//!
+//! The data path reads top to bottom: [`smtp`] receives a message, [`message`] parses it once,
+//! [`checks`] emit symbols, [`verdict`] turns them into an action, and [`smtp::relay`] or
+//! [`quarantine`] carries it out. [`config`] turns the TOML file into validated settings.
+
+pub mod checks;
+pub mod config;
+pub mod envelope;
+pub mod message;
+pub mod quarantine;
+pub mod smtp;
+pub mod verdict;
+
+/// Installs the process-wide TLS crypto provider (ring). Safe to call more than once.
+///
+/// rustls panics at the first handshake when it cannot pick a provider on its own, so the
+/// binary and every test call this before anything touches TLS.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

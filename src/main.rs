@@ -1,0 +1,170 @@
+//! The `kala` command: a thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use kala::checks::Pipeline;
+use kala::config::{LogFormat, Settings};
+use kala::envelope::Envelope;
+
+#[derive(Parser)]
+#[command(name = "kala", version, about = "Kala: an inline mail gateway in front of Exchange")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults when no config is given).
+    Serve {
+        /// Configuration file (TOML); see kala.example.toml.
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Scan a message file with the same checks as the gateway and print the verdict.
+    Scan {
+        /// The message (RFC 5322, as received); `-` reads standard input.
+        file: PathBuf,
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Envelope sender to assume.
+        #[arg(long, default_value = "")]
+        sender: String,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and print what it sets up.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kala::install_crypto_provider();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Scan {
+            file,
+            config,
+            json,
+            sender,
+        } => scan(&file, config.as_deref(), json, &sender),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Settings::load(&file).map(|s| println!("ok: {s}")).map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kala: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    Ok(match config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::embedded_defaults(),
+    })
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KALA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    init_logging(&settings);
+    if config.is_none() {
+        tracing::info!("no --config given: running on embedded defaults (see kala.example.toml)");
+    }
+    tracing::info!("{settings}");
+    runtime()?.block_on(async move {
+        let server = kala::smtp::start(settings).await?;
+        for addr in &server.local_addrs {
+            tracing::info!(%addr, "listening for SMTP");
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down: no new transactions, waiting for those in flight");
+        let left = server.shutdown().await;
+        if left > 0 {
+            tracing::warn!(sessions = left, "grace period over; closing sessions still open (their senders will retry)");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    Ok(())
+}
+
+fn scan(file: &Path, config: Option<&Path>, json: bool, sender: &str) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    runtime()?.block_on(async move {
+        let mut raw = Vec::new();
+        if file == Path::new("-") {
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut raw)?;
+        } else {
+            raw = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+        }
+        // An mbox "From " line (as in the public corpora) is not part of the message.
+        if raw.starts_with(b"From ")
+            && let Some(end) = raw.iter().position(|&b| b == b'\n')
+        {
+            raw.drain(..=end);
+        }
+        let pipeline = Pipeline::new(&settings);
+        let envelope = Envelope::offline(sender, Vec::new());
+        let total = raw.len();
+        raw.truncate(pipeline.max_scan_size());
+        let message = pipeline.parse(raw, total).await;
+        let verdict = pipeline.scan(&envelope, &message, Vec::new()).await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+        } else {
+            println!("{}: action {}, score {:.2}", file.display(), verdict.action, verdict.score);
+            if let Some(symbol) = &verdict.forced_by {
+                println!("  (action forced by {symbol})");
+            }
+            for s in &verdict.symbols {
+                let detail = s.detail.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
+                println!("  {:<28} {:>6.2}  {}{}", s.name, s.score, s.description, detail);
+            }
+        }
+        Ok(())
+    })
+}

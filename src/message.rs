@@ -1,0 +1,327 @@
+//! The parsed view of one message, built once and shared by every check.
+//!
+//! mail-parser does the MIME work; this module flattens its tree into what checks ask for:
+//! decoded headers, text, HTML rendered to text, URLs with where they were found, and
+//! attachments. Parsing never panics out of here: a parser panic becomes `parse_error`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+
+/// Nested message/rfc822 parts deeper than this are not walked (a zip-bomb of envelopes).
+const MAX_NESTING: usize = 8;
+/// Width used to render HTML to text; long enough that paragraphs stay on one line.
+const HTML_RENDER_WIDTH: usize = 10_000;
+
+/// One header field: name as written, raw value (unfolded) and the RFC 2047-decoded value.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderField {
+    pub name: String,
+    pub raw: String,
+    pub decoded: String,
+}
+
+/// Where a URL was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlSource {
+    Text,
+    HtmlHref,
+    HtmlSrc,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundUrl {
+    pub url: String,
+    pub source: UrlSource,
+}
+
+/// A part that is not body text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    pub name: Option<String>,
+    /// Content-Type as declared by the sender, e.g. `application/pdf`.
+    pub declared_type: String,
+    pub size: usize,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+/// An HTML part: the markup and its rendering as text.
+#[derive(Debug, Clone, Serialize)]
+pub struct HtmlPart {
+    #[serde(skip)]
+    pub html: String,
+    pub text: String,
+}
+
+/// The parsed message. Owned, so it can cross threads and outlive the parse.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Message {
+    /// Size of the raw message in bytes (all of it, even when only a prefix was parsed).
+    pub size: usize,
+    /// Only the first `max_scan_size` bytes were parsed.
+    pub truncated: bool,
+    pub headers: Vec<HeaderField>,
+    pub subject: Option<String>,
+    /// Text parts, decoded to UTF-8.
+    pub text_parts: Vec<String>,
+    pub html_parts: Vec<HtmlPart>,
+    pub urls: Vec<FoundUrl>,
+    pub attachments: Vec<Attachment>,
+    /// Some part had a transfer-encoding or charset the parser had to guess around.
+    pub encoding_problem: bool,
+    /// Why the message could not be parsed at all (the parser panicked or found nothing).
+    pub parse_error: Option<String>,
+}
+
+impl Message {
+    /// Parses `raw` (of which `total_size` bytes arrived in all). Never panics.
+    pub fn parse(raw: &[u8], total_size: usize) -> Message {
+        let parsed = catch_unwind(AssertUnwindSafe(|| parse_unguarded(raw)));
+        let mut message = match parsed {
+            Ok(Some(message)) => message,
+            Ok(None) => Message {
+                parse_error: Some("no message could be read from the data".into()),
+                ..Message::default()
+            },
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                tracing::warn!(panic = %why, "mail parser panicked; message gets MESSAGE_UNPARSEABLE");
+                Message {
+                    parse_error: Some(format!("the MIME parser failed: {why}")),
+                    ..Message::default()
+                }
+            }
+        };
+        message.size = total_size;
+        message.truncated = raw.len() < total_size;
+        message
+    }
+
+    /// The decoded value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.decoded.as_str())
+    }
+
+    /// How many headers carry this name.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
+    }
+}
+
+fn parse_unguarded(raw: &[u8]) -> Option<Message> {
+    let parsed = MessageParser::default().parse(raw)?;
+    let mut message = Message {
+        subject: parsed.subject().map(str::to_string),
+        ..Message::default()
+    };
+    for header in parsed.headers() {
+        let start = header.offset_start as usize;
+        let end = (header.offset_end as usize).min(raw.len());
+        let raw_value = String::from_utf8_lossy(raw.get(start..end).unwrap_or_default());
+        let raw_value = unfold(&raw_value);
+        let decoded = decode_unstructured(&raw_value);
+        message.headers.push(HeaderField {
+            name: header.name.as_str().to_string(),
+            raw: raw_value,
+            decoded,
+        });
+    }
+    collect_parts(&parsed, &mut message, 0);
+    for text in &message.text_parts {
+        find_text_urls(text, &mut message.urls);
+    }
+    Some(message)
+}
+
+/// Walks every part, descending into attached messages, filling the flat lists.
+fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: usize) {
+    for part in &parsed.parts {
+        out.encoding_problem |= part.is_encoding_problem;
+        let is_attachment = part
+            .content_disposition()
+            .is_some_and(|d| d.c_type.eq_ignore_ascii_case("attachment"));
+        match &part.body {
+            PartType::Text(text) if !is_attachment => out.text_parts.push(text.to_string()),
+            PartType::Html(html) if !is_attachment => {
+                let (text, links) = render_html(html);
+                out.urls.extend(links);
+                out.html_parts.push(HtmlPart {
+                    html: html.to_string(),
+                    text,
+                });
+            }
+            PartType::Multipart(_) => {}
+            PartType::Message(nested) => {
+                out.attachments.push(attachment(part, part.contents()));
+                if depth < MAX_NESTING {
+                    collect_parts(nested, out, depth + 1);
+                }
+            }
+            PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_) => {
+                out.attachments.push(attachment(part, part.contents()));
+            }
+        }
+    }
+}
+
+fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8]) -> Attachment {
+    let declared_type = part
+        .content_type()
+        .map(|ct| match &ct.c_subtype {
+            Some(sub) => format!("{}/{}", ct.c_type, sub),
+            None => ct.c_type.to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    Attachment {
+        name: part.attachment_name().map(str::to_string),
+        declared_type,
+        size: bytes.len(),
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// Renders HTML as text (one paragraph per line) and collects href/src targets.
+///
+/// The DOM is parsed once, walked for links, then rendered with the rich renderer: the plain
+/// one appends numbered link footnotes, which would make every URL appear twice to rules.
+fn render_html(html: &str) -> (String, Vec<FoundUrl>) {
+    let mut urls = Vec::new();
+    let config = html2text::config::rich();
+    let Ok(dom) = config.parse_html(html.as_bytes()) else {
+        return (String::new(), urls);
+    };
+    collect_links(&dom.document, &mut urls);
+    let lines = config
+        .dom_to_render_tree(&dom)
+        .and_then(|tree| config.render_to_lines(tree, HTML_RENDER_WIDTH));
+    let mut text = String::new();
+    for line in lines.unwrap_or_default() {
+        for piece in line.tagged_strings() {
+            text.push_str(&piece.s);
+        }
+        text.push('\n');
+    }
+    find_text_urls(&text, &mut urls);
+    (text, urls)
+}
+
+/// `href` and `src` attribute values, in document order (an explicit stack: mail HTML can
+/// nest deeper than the call stack would like).
+fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
+    let mut stack = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        if let html2text::Element { attrs, .. } = &node.data {
+            for attr in attrs.borrow().iter() {
+                let source = match &*attr.name.local {
+                    "href" => UrlSource::HtmlHref,
+                    "src" => UrlSource::HtmlSrc,
+                    _ => continue,
+                };
+                let url = attr.value.trim();
+                if !url.is_empty() && !urls.iter().any(|u| u.url == url && u.source == source) {
+                    urls.push(FoundUrl {
+                        url: url.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        stack.extend(node.children.borrow().iter().rev().cloned());
+    }
+}
+
+/// URLs written in text, with or without a scheme (`www.example.com` counts).
+fn find_text_urls(text: &str, urls: &mut Vec<FoundUrl>) {
+    let mut finder = linkify::LinkFinder::new();
+    finder.kinds(&[linkify::LinkKind::Url]).url_must_have_scheme(false);
+    for link in finder.links(text) {
+        let url = link.as_str();
+        if !urls.iter().any(|u| u.url == url) {
+            urls.push(FoundUrl {
+                url: url.to_string(),
+                source: UrlSource::Text,
+            });
+        }
+    }
+}
+
+/// Joins folded header lines (RFC 5322 §2.2.3) and trims the ends.
+fn unfold(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, line) in value.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i > 0 && !line.is_empty() {
+            out.push(' ');
+            out.push_str(line.trim_start());
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Decodes RFC 2047 encoded words in a header value, keeping its structure otherwise.
+fn decode_unstructured(raw: &str) -> String {
+    let mut bytes = raw.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\r\n");
+    let mut stream = mail_parser::parsers::MessageStream::new(&bytes);
+    match stream.parse_unstructured() {
+        mail_parser::HeaderValue::Text(text) => text.trim().to_string(),
+        mail_parser::HeaderValue::TextList(list) => list.join(" "),
+        _ => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIMPLE: &[u8] = b"From: Ana <ana@example.org>\r\nTo: b@example.net\r\nSubject: =?utf-8?q?P=C3=ABrsh=C3=ABndetje?=\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee www.example.com/x please\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Hello <a href=\"http://evil.example/login\">bank</a><img src=\"http://img.example/p.gif\"></p>\r\n--b\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+
+    #[test]
+    fn builds_the_view() {
+        let m = Message::parse(SIMPLE, SIMPLE.len());
+        assert_eq!(m.parse_error, None);
+        assert_eq!(m.subject.as_deref(), Some("Përshëndetje"));
+        assert_eq!(m.header("subject"), Some("Përshëndetje"));
+        assert_eq!(m.header("From"), Some("Ana <ana@example.org>"));
+        assert_eq!(m.text_parts.len(), 1);
+        assert!(m.html_parts[0].text.contains("Hello"));
+        let urls: Vec<(&str, UrlSource)> = m.urls.iter().map(|u| (u.url.as_str(), u.source)).collect();
+        assert!(urls.contains(&("www.example.com/x", UrlSource::Text)), "{urls:?}");
+        assert!(urls.contains(&("http://evil.example/login", UrlSource::HtmlHref)), "{urls:?}");
+        assert!(urls.contains(&("http://img.example/p.gif", UrlSource::HtmlSrc)), "{urls:?}");
+        // The rendered HTML must not repeat the link as a footnote.
+        assert_eq!(m.urls.iter().filter(|u| u.url == "http://evil.example/login").count(), 1);
+        assert_eq!(m.attachments.len(), 1);
+        let a = &m.attachments[0];
+        assert_eq!((a.name.as_deref(), a.declared_type.as_str()), (Some("a.pdf"), "application/pdf"));
+        assert_eq!(a.bytes, b"%PDF-");
+    }
+
+    #[test]
+    fn folded_headers_are_unfolded() {
+        let raw = b"Subject: one\r\n two\r\n\r\nbody\r\n";
+        let m = Message::parse(raw, raw.len());
+        assert_eq!(m.header("Subject"), Some("one two"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for raw in [&b""[..], b"\r\n", b"\xff\xfe\x00", b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n--\r\n"] {
+            let m = Message::parse(raw, raw.len());
+            assert!(m.headers.len() <= 1);
+        }
+    }
+}

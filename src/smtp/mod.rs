@@ -1,0 +1,65 @@
+//! The SMTP front door: listener, per-connection sessions, TLS, replies and the downstream relay.
+//!
+//! [`listener`] accepts and enforces connection limits; [`session`] runs one connection's
+//! dialogue; [`data`] decodes DATA safely; [`spool`] keeps the bytes; [`rewrite`] builds the
+//! header block that is relayed; [`relay`] talks to the downstream.
+
+pub mod data;
+pub mod listener;
+pub mod relay;
+pub mod reply;
+pub mod rewrite;
+pub mod session;
+pub mod spool;
+pub mod tls;
+
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::checks::Pipeline;
+use crate::config::Settings;
+use crate::quarantine::Quarantine;
+
+pub use listener::{RunningServer, start};
+
+/// A byte stream a session or relay connection runs over: TCP, TLS over TCP, or a test duplex.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What every session shares: settings, checks, the downstream pool, the quarantine.
+pub struct Shared {
+    pub settings: Settings,
+    pub pipeline: Pipeline,
+    pub downstream: relay::Downstream,
+    pub quarantine: Quarantine,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where spools larger than `smtp.memory_spool_size` go.
+    pub tmp_dir: PathBuf,
+}
+
+impl Shared {
+    /// Builds everything a session needs; fails with a message an admin can act on.
+    pub fn new(settings: Settings) -> anyhow::Result<Shared> {
+        use anyhow::Context as _;
+        let tmp_dir = settings.data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)
+            .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
+        let quarantine = Quarantine::open(&settings.data_dir)
+            .with_context(|| format!("cannot create the quarantine under {}", settings.data_dir.display()))?;
+        let tls = if settings.smtp.tls.enabled {
+            let config = tls::server_config(&settings.smtp.tls, &settings.data_dir, &settings.smtp.hostname)?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        } else {
+            None
+        };
+        Ok(Shared {
+            pipeline: Pipeline::new(&settings),
+            downstream: relay::Downstream::new(&settings.downstream)?,
+            quarantine,
+            tls,
+            tmp_dir,
+            settings,
+        })
+    }
+}

@@ -112,7 +112,8 @@ impl Policy {
             }
         }
         symbols.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
-        let score: f64 = symbols.iter().map(|s| s.score).sum();
+        // A fold from +0.0: `sum()` of nothing is -0.0, which would print as `score=-0.00`.
+        let score = symbols.iter().fold(0.0, |total, s| total + s.score);
         let mut action = if score >= self.reject_score {
             Action::Reject
         } else if score >= self.quarantine_score {

@@ -266,7 +266,7 @@ impl Session {
         }
         self.tx = Some(Transaction {
             envelope,
-            symbols: outcome.symbols,
+            symbols: self.connection_symbols.iter().cloned().chain(outcome.symbols).collect(),
             downstream: Some(conn),
             started: Instant::now(),
         });

@@ -1,0 +1,353 @@
+//! Test harness: a recording downstream (the Exchange stand-in), Kala on real loopback
+//! sockets, and a small SMTP client that shows every reply.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use kala::config::Settings;
+use kala::smtp::RunningServer;
+
+/// Generous bound on any single wait, so a broken test fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One message as the downstream received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The message after dot-unstuffing, as the downstream would store it.
+    pub data: Vec<u8>,
+}
+
+/// How the recording downstream answers.
+#[derive(Clone)]
+pub struct SinkBehavior {
+    /// The reply to `RCPT TO:<addr>`.
+    pub rcpt_reply: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Wait this long before answering the end of DATA.
+    pub data_reply_delay: Duration,
+}
+
+impl Default for SinkBehavior {
+    fn default() -> Self {
+        SinkBehavior {
+            rcpt_reply: Arc::new(|addr: &str| {
+                if addr.starts_with("unknown") {
+                    "550 5.1.1 User unknown".to_string()
+                } else if addr.starts_with("full") {
+                    "452 4.2.2 Mailbox full".to_string()
+                } else {
+                    "250 2.1.5 Recipient OK".to_string()
+                }
+            }),
+            data_reply_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A real SMTP server on 127.0.0.1 that records what it receives.
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// Connections accepted so far (to see connection reuse).
+    pub connections: Arc<Mutex<usize>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        Sink::start_with(SinkBehavior::default()).await
+    }
+
+    pub async fn start_with(behavior: SinkBehavior) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let (d, c) = (deliveries.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                *c.lock().unwrap() += 1;
+                tokio::spawn(sink_session(stream, behavior.clone(), d.clone()));
+            }
+        });
+        Sink {
+            addr,
+            deliveries,
+            connections,
+        }
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` deliveries arrived (they are recorded before the 250 is sent).
+    pub async fn wait_for(&self, n: usize) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.deliveries();
+            if got.len() >= n || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc<Mutex<Vec<Delivery>>>) {
+    let mut stream = BufReader::new(stream);
+    let _ = stream.write_all(b"220 sink.test ESMTP test sink\r\n").await;
+    let mut mail_from = String::new();
+    let mut rcpt_to = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if stream.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let upper = text.to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 104857600".to_string()
+        } else if upper.starts_with("HELO") {
+            "250 sink.test".to_string()
+        } else if upper.starts_with("MAIL FROM:") {
+            mail_from = angle(&text);
+            rcpt_to.clear();
+            "250 2.1.0 Sender OK".to_string()
+        } else if upper.starts_with("RCPT TO:") {
+            let addr = angle(&text);
+            let reply = (behavior.rcpt_reply)(&addr);
+            if reply.starts_with('2') {
+                rcpt_to.push(addr);
+            }
+            reply
+        } else if upper == "DATA" {
+            let _ = stream.write_all(b"354 go ahead\r\n").await;
+            let mut data = Vec::new();
+            loop {
+                line.clear();
+                if stream.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == b".\r\n" {
+                    break;
+                }
+                let unstuffed = if line.starts_with(b".") { &line[1..] } else { &line[..] };
+                data.extend_from_slice(unstuffed);
+            }
+            tokio::time::sleep(behavior.data_reply_delay).await;
+            deliveries.lock().unwrap().push(Delivery {
+                mail_from: mail_from.clone(),
+                rcpt_to: std::mem::take(&mut rcpt_to),
+                data,
+            });
+            "250 2.6.0 Queued mail for delivery".to_string()
+        } else if upper == "RSET" {
+            rcpt_to.clear();
+            "250 2.0.0 Reset OK".to_string()
+        } else if upper == "QUIT" {
+            let _ = stream.write_all(b"221 2.0.0 Bye\r\n").await;
+            return;
+        } else if upper == "NOOP" {
+            "250 2.0.0 OK".to_string()
+        } else {
+            "500 5.5.2 Unknown command".to_string()
+        };
+        if stream.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn angle(line: &str) -> String {
+    let start = line.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = line[start..].find('>').map(|i| start + i).unwrap_or(line.len());
+    line[start..end].to_string()
+}
+
+/// Kala serving on 127.0.0.1 with its own data dir.
+pub struct Kala {
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Kala {
+    /// Starts Kala relaying to `downstream`. `settings` adds `(section, "key = value")` lines.
+    pub async fn start(downstream: SocketAddr, settings: &[(&str, &str)]) -> Kala {
+        kala::install_crypto_provider();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        sections.entry("smtp").or_default().push("listen = [\"127.0.0.1:0\"]".into());
+        sections.entry("smtp").or_default().push("hostname = \"kala.test\"".into());
+        sections.entry("downstream").or_default().push(format!("address = \"{downstream}\""));
+        sections.entry("downstream").or_default().push("connect_timeout = \"2s\"".into());
+        for (section, line) in settings {
+            sections.entry(section).or_default().push(line.to_string());
+        }
+        let mut text = format!("data_dir = {:?}\n", data_dir.path().display().to_string());
+        for (section, lines) in sections {
+            text.push_str(&format!("[{section}]\n{}\n", lines.join("\n")));
+        }
+        let settings = Settings::parse(&text, "test config").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let server = kala::smtp::start(settings).await.unwrap();
+        let addr = server.local_addrs[0];
+        Kala {
+            server: Some(server),
+            addr,
+            data_dir,
+        }
+    }
+
+    pub async fn client(&self) -> Client<TcpStream> {
+        Client::connect(self.addr).await
+    }
+
+    pub fn quarantined(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(self.data_dir.path().join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+/// A deliberately plain SMTP client: writes what it is told, returns replies verbatim.
+pub struct Client<S> {
+    pub stream: BufReader<S>,
+}
+
+impl Client<TcpStream> {
+    pub async fn connect(addr: SocketAddr) -> Client<TcpStream> {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut client = Client {
+            stream: BufReader::new(stream),
+        };
+        let greeting = client.reply().await;
+        assert!(greeting.starts_with("220 "), "greeting: {greeting}");
+        client
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    /// One complete reply, its lines joined with `\n`, without CRLFs.
+    pub async fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.stream.read_line(&mut line))
+                .await
+                .expect("timed out waiting for a reply")
+                .unwrap();
+            if n == 0 {
+                lines.push("<closed>".to_string());
+                break;
+            }
+            let line = line.trim_end().to_string();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines.join("\n")
+    }
+
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// EHLO, MAIL, RCPTs, DATA, message, `.`: returns the final reply. Panics if a step fails.
+    pub async fn send_mail(&mut self, from: &str, to: &[&str], message: &[u8]) -> String {
+        let r = self.cmd("EHLO client.example.org").await;
+        assert!(r.starts_with("250"), "EHLO: {r}");
+        let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        for rcpt in to {
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
+        }
+        let r = self.cmd("DATA").await;
+        assert!(r.starts_with("354"), "DATA: {r}");
+        self.send(&dot_stuff(message)).await;
+        self.send(b".\r\n").await;
+        self.reply().await
+    }
+}
+
+/// A clean, complete message: nothing in it should score.
+pub fn clean_message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Ana Hoxha <ana@sender.example>\r\nTo: IT <it@prokuroria.example>\r\nSubject: {subject}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{}@sender.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+        subject.len()
+    )
+    .into_bytes()
+}
+
+/// Dot-stuffing as a sending client does it.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut line_start = true;
+    for &b in message {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") && !out.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Splits what the downstream got into Kala's added header lines and the original message.
+pub fn split_added_headers(data: &[u8]) -> (String, Vec<u8>) {
+    let text = String::from_utf8_lossy(data);
+    let mut added = 0;
+    let mut lines = text.split_inclusive("\r\n").peekable();
+    let mut in_added = false;
+    while let Some(line) = lines.next() {
+        let is_continuation = line.starts_with(' ') || line.starts_with('\t');
+        if line.starts_with("Received: ") || line.starts_with("X-Kala-") || (in_added && is_continuation) {
+            in_added = true;
+            added += line.len();
+        } else {
+            break;
+        }
+    }
+    (text[..added].to_string(), data[added..].to_vec())
+}
+
+/// STARTTLS has been answered 220; do the handshake, trusting only Kala's own certificate
+/// (the self-signed one it generated in its data dir, issued for `kala.test`).
+pub async fn tls_upgrade(client: Client<TcpStream>, kala: &Kala) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = kala.data_dir.path().join("tls/cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(&pem).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    assert!(client.stream.buffer().is_empty(), "nothing may follow the 220 in the clear");
+    let tcp = client.stream.into_inner();
+    let name = rustls::pki_types::ServerName::try_from("kala.test").unwrap();
+    let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
+    Client {
+        stream: BufReader::new(tls),
+    }
+}

@@ -255,7 +255,10 @@ impl Settings {
             .iter()
             .map(|s| {
                 s.parse::<SocketAddr>().map_err(|_| {
-                    fail("smtp.listen", format!("`{s}` is not an address like 0.0.0.0:25"))
+                    fail(
+                        "smtp.listen",
+                        format!("`{s}` is not an address like 0.0.0.0:25"),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -277,7 +280,8 @@ impl Settings {
                 Ok(value)
             }
         };
-        let size = |v: Option<ByteSize>, default: u64| v.map(|b| b.as_u64()).unwrap_or(default) as usize;
+        let size =
+            |v: Option<ByteSize>, default: u64| v.map(|b| b.as_u64()).unwrap_or(default) as usize;
 
         let max_line_length = positive(
             "smtp.max_line_length",
@@ -285,16 +289,25 @@ impl Settings {
         )?;
         if max_line_length < 512 {
             // RFC 5321 §4.5.3.1.4: a command line of 512 octets must be accepted.
-            return Err(fail("smtp.max_line_length", "must be at least 512 (RFC 5321)".into()));
+            return Err(fail(
+                "smtp.max_line_length",
+                "must be at least 512 (RFC 5321)".into(),
+            ));
         }
         let cert_and_key = match (raw.smtp.tls.cert_file, raw.smtp.tls.key_file) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(fail("smtp.tls.key_file", "is required with smtp.tls.cert_file".into()));
+                return Err(fail(
+                    "smtp.tls.key_file",
+                    "is required with smtp.tls.cert_file".into(),
+                ));
             }
             (None, Some(_)) => {
-                return Err(fail("smtp.tls.cert_file", "is required with smtp.tls.key_file".into()));
+                return Err(fail(
+                    "smtp.tls.cert_file",
+                    "is required with smtp.tls.key_file".into(),
+                ));
             }
         };
         let smtp = SmtpSettings {
@@ -304,7 +317,10 @@ impl Settings {
                 "smtp.max_message_size",
                 size(raw.smtp.max_message_size, 50 * 1024 * 1024),
             )?,
-            max_recipients: positive("smtp.max_recipients", raw.smtp.max_recipients.unwrap_or(100))?,
+            max_recipients: positive(
+                "smtp.max_recipients",
+                raw.smtp.max_recipients.unwrap_or(100),
+            )?,
             max_line_length,
             max_header_size: positive(
                 "smtp.max_header_size",
@@ -329,11 +345,15 @@ impl Settings {
             },
         };
 
-        let address = raw.downstream.address.unwrap_or_else(|| "127.0.0.1:25".into());
+        let address = raw
+            .downstream
+            .address
+            .unwrap_or_else(|| "127.0.0.1:25".into());
         let server_name = match address.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                host.trim_start_matches('[').trim_end_matches(']').to_string()
-            }
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             _ => {
                 return Err(fail(
                     "downstream.address",
@@ -354,23 +374,40 @@ impl Settings {
             tls,
             ca_file: raw.downstream.ca_file,
             tls_server_name: raw.downstream.tls_server_name.unwrap_or(server_name),
-            connect_timeout: raw.downstream.connect_timeout.unwrap_or(Duration::from_secs(10)),
-            command_timeout: raw.downstream.command_timeout.unwrap_or(Duration::from_secs(60)),
-            data_timeout: raw.downstream.data_timeout.unwrap_or(Duration::from_secs(300)),
+            connect_timeout: raw
+                .downstream
+                .connect_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            command_timeout: raw
+                .downstream
+                .command_timeout
+                .unwrap_or(Duration::from_secs(60)),
+            data_timeout: raw
+                .downstream
+                .data_timeout
+                .unwrap_or(Duration::from_secs(300)),
             pool_size: raw.downstream.pool_size.unwrap_or(16),
             max_messages_per_connection: positive(
                 "downstream.max_messages_per_connection",
                 raw.downstream.max_messages_per_connection.unwrap_or(100),
             )?,
-            pool_idle_timeout: raw.downstream.pool_idle_timeout.unwrap_or(Duration::from_secs(30)),
+            pool_idle_timeout: raw
+                .downstream
+                .pool_idle_timeout
+                .unwrap_or(Duration::from_secs(30)),
         };
 
         let workers = match raw.scan.workers.unwrap_or(0) {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         };
         let scan = ScanSettings {
-            max_scan_size: positive("scan.max_scan_size", size(raw.scan.max_scan_size, 20 * 1024 * 1024))?,
+            max_scan_size: positive(
+                "scan.max_scan_size",
+                size(raw.scan.max_scan_size, 20 * 1024 * 1024),
+            )?,
             check_timeout: raw.scan.check_timeout.unwrap_or(Duration::from_secs(10)),
             workers,
         };
@@ -379,12 +416,23 @@ impl Settings {
         let quarantine = raw.policy.quarantine_score.unwrap_or(10.0);
         let reject = raw.policy.reject_score.unwrap_or(20.0);
         if quarantine < tag {
-            return Err(fail("policy.quarantine_score", format!("{quarantine} is below policy.tag_score ({tag})")));
+            return Err(fail(
+                "policy.quarantine_score",
+                format!("{quarantine} is below policy.tag_score ({tag})"),
+            ));
         }
         if reject < quarantine {
-            return Err(fail("policy.reject_score", format!("{reject} is below policy.quarantine_score ({quarantine})")));
+            return Err(fail(
+                "policy.reject_score",
+                format!("{reject} is below policy.quarantine_score ({quarantine})"),
+            ));
         }
-        for name in raw.policy.scores.keys().chain(raw.policy.force_actions.keys()) {
+        for name in raw
+            .policy
+            .scores
+            .keys()
+            .chain(raw.policy.force_actions.keys())
+        {
             if !crate::verdict::is_symbol_name(name) {
                 return Err(fail(
                     "policy",
@@ -394,7 +442,9 @@ impl Settings {
         }
         let mut force_actions = raw.policy.force_actions;
         // A message the parser cannot read is held for a person rather than passed or lost.
-        force_actions.entry("MESSAGE_UNPARSEABLE".into()).or_insert(Action::Quarantine);
+        force_actions
+            .entry("MESSAGE_UNPARSEABLE".into())
+            .or_insert(Action::Quarantine);
         let policy = Policy {
             tag_score: tag,
             quarantine_score: quarantine,
@@ -406,7 +456,10 @@ impl Settings {
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            return Err(fail("log.level", format!("`{level}` is not a level such as info or debug")));
+            return Err(fail(
+                "log.level",
+                format!("`{level}` is not a level such as info or debug"),
+            ));
         }
         Ok(Settings {
             source: file.to_string(),
@@ -467,7 +520,10 @@ mod tests {
     fn unknown_key_names_key_and_file() {
         let err = Settings::parse("[smtp]\nmax_recipents = 5\n", "/etc/kala.toml").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("/etc/kala.toml: smtp.max_recipents: "), "{text}");
+        assert!(
+            text.starts_with("/etc/kala.toml: smtp.max_recipents: "),
+            "{text}"
+        );
         assert!(text.contains("line 2"), "{text}");
         assert!(text.contains("max_recipents"), "{text}");
     }
@@ -482,7 +538,11 @@ mod tests {
     fn validation_errors_name_the_key() {
         let err = Settings::parse("[downstream]\naddress = \"exchange\"\n", "k.toml").unwrap_err();
         assert_eq!(err.key, "downstream.address");
-        let err = Settings::parse("[policy]\ntag_score = 9.0\nquarantine_score = 4.0\n", "k.toml").unwrap_err();
+        let err = Settings::parse(
+            "[policy]\ntag_score = 9.0\nquarantine_score = 4.0\n",
+            "k.toml",
+        )
+        .unwrap_err();
         assert_eq!(err.key, "policy.quarantine_score");
         let err = Settings::parse("[smtp]\nlisten = [\"nowhere\"]\n", "k.toml").unwrap_err();
         assert_eq!(err.key, "smtp.listen");

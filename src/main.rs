@@ -11,7 +11,11 @@ use kala::config::{LogFormat, Settings};
 use kala::envelope::Envelope;
 
 #[derive(Parser)]
-#[command(name = "kala", version, about = "Kala: an inline mail gateway in front of Exchange")]
+#[command(
+    name = "kala",
+    version,
+    about = "Kala: an inline mail gateway in front of Exchange"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,9 @@ fn main() -> ExitCode {
         } => scan(&file, config.as_deref(), json, &sender),
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => Settings::load(&file).map(|s| println!("ok: {s}")).map_err(Into::into),
+        } => Settings::load(&file)
+            .map(|s| println!("ok: {s}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,7 +91,9 @@ fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KALA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -107,29 +115,38 @@ fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!("{settings}");
     runtime()?.block_on(async move {
+        // Handlers first: a SIGTERM right after the "listening" line must not kill us unclean.
+        let stop = stop_signal()?;
         let server = kala::smtp::start(settings).await?;
         for addr in &server.local_addrs {
             tracing::info!(%addr, "listening for SMTP");
         }
-        wait_for_signal().await?;
+        stop.await?;
         tracing::info!("shutting down: no new transactions, waiting for those in flight");
         let left = server.shutdown().await;
         if left > 0 {
-            tracing::warn!(sessions = left, "grace period over; closing sessions still open (their senders will retry)");
+            tracing::warn!(
+                sessions = left,
+                "grace period over; closing sessions still open (their senders will retry)"
+            );
         }
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is called.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        result = tokio::signal::ctrl_c() => result?,
-    }
-    Ok(())
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        Ok(())
+    })
 }
 
 fn scan(file: &Path, config: Option<&Path>, json: bool, sender: &str) -> anyhow::Result<()> {
@@ -139,7 +156,9 @@ fn scan(file: &Path, config: Option<&Path>, json: bool, sender: &str) -> anyhow:
         if file == Path::new("-") {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut raw)?;
         } else {
-            raw = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            raw = tokio::fs::read(file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
         }
         // An mbox "From " line (as in the public corpora) is not part of the message.
         if raw.starts_with(b"From ")
@@ -156,13 +175,25 @@ fn scan(file: &Path, config: Option<&Path>, json: bool, sender: &str) -> anyhow:
         if json {
             println!("{}", serde_json::to_string_pretty(&verdict)?);
         } else {
-            println!("{}: action {}, score {:.2}", file.display(), verdict.action, verdict.score);
+            println!(
+                "{}: action {}, score {:.2}",
+                file.display(),
+                verdict.action,
+                verdict.score
+            );
             if let Some(symbol) = &verdict.forced_by {
                 println!("  (action forced by {symbol})");
             }
             for s in &verdict.symbols {
-                let detail = s.detail.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
-                println!("  {:<28} {:>6.2}  {}{}", s.name, s.score, s.description, detail);
+                let detail = s
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(" [{d}]"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<28} {:>6.2}  {}{}",
+                    s.name, s.score, s.description, detail
+                );
             }
         }
         Ok(())

@@ -114,7 +114,10 @@ impl Message {
 
     /// How many headers carry this name.
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
     }
 }
 
@@ -167,7 +170,10 @@ fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: us
                     collect_parts(nested, out, depth + 1);
                 }
             }
-            PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_) => {
+            PartType::Text(_)
+            | PartType::Html(_)
+            | PartType::Binary(_)
+            | PartType::InlineBinary(_) => {
                 out.attachments.push(attachment(part, part.contents()));
             }
         }
@@ -244,7 +250,9 @@ fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
 /// URLs written in text, with or without a scheme (`www.example.com` counts).
 fn find_text_urls(text: &str, urls: &mut Vec<FoundUrl>) {
     let mut finder = linkify::LinkFinder::new();
-    finder.kinds(&[linkify::LinkKind::Url]).url_must_have_scheme(false);
+    finder
+        .kinds(&[linkify::LinkKind::Url])
+        .url_must_have_scheme(false);
     for link in finder.links(text) {
         let url = link.as_str();
         if !urls.iter().any(|u| u.url == url) {
@@ -298,15 +306,34 @@ mod tests {
         assert_eq!(m.header("From"), Some("Ana <ana@example.org>"));
         assert_eq!(m.text_parts.len(), 1);
         assert!(m.html_parts[0].text.contains("Hello"));
-        let urls: Vec<(&str, UrlSource)> = m.urls.iter().map(|u| (u.url.as_str(), u.source)).collect();
-        assert!(urls.contains(&("www.example.com/x", UrlSource::Text)), "{urls:?}");
-        assert!(urls.contains(&("http://evil.example/login", UrlSource::HtmlHref)), "{urls:?}");
-        assert!(urls.contains(&("http://img.example/p.gif", UrlSource::HtmlSrc)), "{urls:?}");
+        let urls: Vec<(&str, UrlSource)> =
+            m.urls.iter().map(|u| (u.url.as_str(), u.source)).collect();
+        assert!(
+            urls.contains(&("www.example.com/x", UrlSource::Text)),
+            "{urls:?}"
+        );
+        assert!(
+            urls.contains(&("http://evil.example/login", UrlSource::HtmlHref)),
+            "{urls:?}"
+        );
+        assert!(
+            urls.contains(&("http://img.example/p.gif", UrlSource::HtmlSrc)),
+            "{urls:?}"
+        );
         // The rendered HTML must not repeat the link as a footnote.
-        assert_eq!(m.urls.iter().filter(|u| u.url == "http://evil.example/login").count(), 1);
+        assert_eq!(
+            m.urls
+                .iter()
+                .filter(|u| u.url == "http://evil.example/login")
+                .count(),
+            1
+        );
         assert_eq!(m.attachments.len(), 1);
         let a = &m.attachments[0];
-        assert_eq!((a.name.as_deref(), a.declared_type.as_str()), (Some("a.pdf"), "application/pdf"));
+        assert_eq!(
+            (a.name.as_deref(), a.declared_type.as_str()),
+            (Some("a.pdf"), "application/pdf")
+        );
         assert_eq!(a.bytes, b"%PDF-");
     }
 
@@ -319,7 +346,12 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for raw in [&b""[..], b"\r\n", b"\xff\xfe\x00", b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n--\r\n"] {
+        for raw in [
+            &b""[..],
+            b"\r\n",
+            b"\xff\xfe\x00",
+            b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n--\r\n",
+        ] {
             let m = Message::parse(raw, raw.len());
             assert!(m.headers.len() <= 1);
         }

@@ -111,7 +111,11 @@ impl Policy {
                 symbol.score = *score;
             }
         }
-        symbols.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
+        symbols.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         // A fold from +0.0: `sum()` of nothing is -0.0, which would print as `score=-0.00`.
         let score = symbols.iter().fold(0.0, |total, s| total + s.score);
         let mut action = if score >= self.reject_score {
@@ -188,7 +192,10 @@ mod tests {
 
     #[test]
     fn config_scores_override_and_sum() {
-        let v = policy().decide(vec![Symbol::new("OVERRIDDEN", 1.0, ""), Symbol::new("B", 0.5, "")]);
+        let v = policy().decide(vec![
+            Symbol::new("OVERRIDDEN", 1.0, ""),
+            Symbol::new("B", 0.5, ""),
+        ]);
         assert_eq!(v.score, 11.5);
         assert_eq!(v.action, Action::Quarantine);
         assert_eq!(v.symbols[0].name, "OVERRIDDEN");
@@ -198,7 +205,10 @@ mod tests {
     fn forced_action_raises_but_never_lowers() {
         let p = policy();
         let v = p.decide(vec![Symbol::new("FORCE_TEMPFAIL", 0.0, "")]);
-        assert_eq!((v.action, v.forced_by.as_deref()), (Action::Tempfail, Some("FORCE_TEMPFAIL")));
+        assert_eq!(
+            (v.action, v.forced_by.as_deref()),
+            (Action::Tempfail, Some("FORCE_TEMPFAIL"))
+        );
         let v = p.decide(vec![Symbol::new("FORCE_TEMPFAIL", 30.0, "")]);
         assert_eq!((v.action, v.forced_by), (Action::Reject, None));
     }

@@ -29,31 +29,59 @@ impl Check for HeaderStructure {
         let mut symbols = Vec::new();
         // RFC 5322 §3.6: exactly one Date and one From; Message-ID "SHOULD" be present.
         match m.header_count("Date") {
-            0 => symbols.push(Symbol::new("MISSING_DATE", 1.0, "Message has no Date header")),
+            0 => symbols.push(Symbol::new(
+                "MISSING_DATE",
+                1.0,
+                "Message has no Date header",
+            )),
             1 => {}
             n => symbols.push(
-                Symbol::new("MULTIPLE_DATE", 1.0, "Message has more than one Date header")
-                    .with_detail(format!("{n} Date headers")),
+                Symbol::new(
+                    "MULTIPLE_DATE",
+                    1.0,
+                    "Message has more than one Date header",
+                )
+                .with_detail(format!("{n} Date headers")),
             ),
         }
         match m.header_count("From") {
-            0 => symbols.push(Symbol::new("MISSING_FROM", 2.0, "Message has no From header")),
+            0 => symbols.push(Symbol::new(
+                "MISSING_FROM",
+                2.0,
+                "Message has no From header",
+            )),
             1 => {}
             n => symbols.push(
-                Symbol::new("MULTIPLE_FROM", 2.0, "Message has more than one From header")
-                    .with_detail(format!("{n} From headers")),
+                Symbol::new(
+                    "MULTIPLE_FROM",
+                    2.0,
+                    "Message has more than one From header",
+                )
+                .with_detail(format!("{n} From headers")),
             ),
         }
         if m.header("Message-ID").is_none_or(|v| v.trim().is_empty()) {
-            symbols.push(Symbol::new("MISSING_MESSAGE_ID", 1.0, "Message has no Message-ID header"));
+            symbols.push(Symbol::new(
+                "MISSING_MESSAGE_ID",
+                1.0,
+                "Message has no Message-ID header",
+            ));
         }
         if m.header("Subject").is_none() {
-            symbols.push(Symbol::new("MISSING_SUBJECT", 0.5, "Message has no Subject header"));
+            symbols.push(Symbol::new(
+                "MISSING_SUBJECT",
+                0.5,
+                "Message has no Subject header",
+            ));
         }
         let has_text = m.text_parts.iter().any(|t| !t.trim().is_empty())
             || m.html_parts.iter().any(|h| !h.text.trim().is_empty());
         if !has_text && m.attachments.is_empty() {
-            symbols.push(Symbol::new("EMPTY_BODY", 1.0, "Message has no text and no attachments"));
+            symbols.push(Symbol::new(
+                "EMPTY_BODY",
+                1.0,
+                "Message has no text and no attachments",
+            ));
         }
         if m.encoding_problem {
             symbols.push(Symbol::new(
@@ -75,8 +103,19 @@ mod tests {
     async fn names(raw: &[u8]) -> Vec<String> {
         let m = Message::parse(raw, raw.len());
         let e = Envelope::offline("a@example.org", vec![]);
-        let ctx = Context { phase: Phase::Data, envelope: &e, message: Some(&m) };
-        HeaderStructure.check(&ctx).await.unwrap().symbols.into_iter().map(|s| s.name).collect()
+        let ctx = Context {
+            phase: Phase::Data,
+            envelope: &e,
+            message: Some(&m),
+        };
+        HeaderStructure
+            .check(&ctx)
+            .await
+            .unwrap()
+            .symbols
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
     }
 
     #[tokio::test]

@@ -23,17 +23,35 @@ impl Check for HeloName {
             return Ok(Outcome::default());
         };
         let symbol = if helo.parse::<std::net::IpAddr>().is_ok() {
-            Some(Symbol::new("HELO_BARE_IP", 1.0, "HELO is an IP address without [brackets]"))
+            Some(Symbol::new(
+                "HELO_BARE_IP",
+                1.0,
+                "HELO is an IP address without [brackets]",
+            ))
         } else if helo.starts_with('[') && helo.ends_with(']') {
             None
-        } else if helo.eq_ignore_ascii_case("localhost") || helo.to_ascii_lowercase().starts_with("localhost.") {
-            Some(Symbol::new("HELO_LOCALHOST", 1.5, "HELO claims to be localhost"))
+        } else if helo.eq_ignore_ascii_case("localhost")
+            || helo.to_ascii_lowercase().starts_with("localhost.")
+        {
+            Some(Symbol::new(
+                "HELO_LOCALHOST",
+                1.5,
+                "HELO claims to be localhost",
+            ))
         } else if !helo.contains('.') {
-            Some(Symbol::new("HELO_NOT_FQDN", 1.0, "HELO is not a fully qualified domain name"))
+            Some(Symbol::new(
+                "HELO_NOT_FQDN",
+                1.0,
+                "HELO is not a fully qualified domain name",
+            ))
         } else {
             None
         };
-        Ok(symbol.map(|s| s.with_detail(helo.to_string())).into_iter().collect::<Vec<_>>().into())
+        Ok(symbol
+            .map(|s| s.with_detail(helo.to_string()))
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into())
     }
 }
 
@@ -45,8 +63,19 @@ mod tests {
     async fn names(helo: &str) -> Vec<String> {
         let mut e = Envelope::offline("", vec![]);
         e.helo = Some(helo.into());
-        let ctx = Context { phase: Phase::Helo, envelope: &e, message: None };
-        HeloName.check(&ctx).await.unwrap().symbols.into_iter().map(|s| s.name).collect()
+        let ctx = Context {
+            phase: Phase::Helo,
+            envelope: &e,
+            message: None,
+        };
+        HeloName
+            .check(&ctx)
+            .await
+            .unwrap()
+            .symbols
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
     }
 
     #[tokio::test]

@@ -113,7 +113,12 @@ impl Pipeline {
     }
 
     /// Runs the checks of one phase concurrently; the first refusal wins.
-    pub async fn run_phase(&self, phase: Phase, envelope: &Envelope, message: Option<&Message>) -> Outcome {
+    pub async fn run_phase(
+        &self,
+        phase: Phase,
+        envelope: &Envelope,
+        message: Option<&Message>,
+    ) -> Outcome {
         let ctx = Context {
             phase,
             envelope,
@@ -129,7 +134,10 @@ impl Pipeline {
                     match tokio::time::timeout(self.check_timeout, check.check(ctx)).await {
                         Ok(Ok(outcome)) => outcome,
                         Ok(Err(error)) => unchecked(check.name(), format!("failed: {error:#}")),
-                        Err(_) => unchecked(check.name(), format!("timed out after {:?}", self.check_timeout)),
+                        Err(_) => unchecked(
+                            check.name(),
+                            format!("timed out after {:?}", self.check_timeout),
+                        ),
                     }
                 }
             });
@@ -146,7 +154,11 @@ impl Pipeline {
     /// Parses a message off the async runtime. `raw` holds at most `max_scan_size` bytes of
     /// a message of `total_size` bytes.
     pub async fn parse(&self, raw: Vec<u8>, total_size: usize) -> Arc<Message> {
-        let _slot = self.parse_slots.acquire().await.expect("semaphore never closed");
+        let _slot = self
+            .parse_slots
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let parsed = tokio::task::spawn_blocking(move || Message::parse(&raw, total_size)).await;
         Arc::new(parsed.unwrap_or_else(|e| Message {
             parse_error: Some(format!("parse task failed: {e}")),
@@ -156,12 +168,21 @@ impl Pipeline {
     }
 
     /// The DATA-phase checks plus the symbols carried from earlier phases, decided by policy.
-    pub async fn scan(&self, envelope: &Envelope, message: &Message, carried: Vec<Symbol>) -> Verdict {
+    pub async fn scan(
+        &self,
+        envelope: &Envelope,
+        message: &Message,
+        carried: Vec<Symbol>,
+    ) -> Verdict {
         let mut symbols = carried;
         if let Some(error) = &message.parse_error {
             symbols.push(
-                Symbol::new("MESSAGE_UNPARSEABLE", 0.0, "The message could not be parsed as MIME")
-                    .with_detail(error.clone()),
+                Symbol::new(
+                    "MESSAGE_UNPARSEABLE",
+                    0.0,
+                    "The message could not be parsed as MIME",
+                )
+                .with_detail(error.clone()),
             );
         }
         if message.truncated {
@@ -171,7 +192,11 @@ impl Pipeline {
                 "Only the first part of this large message was scanned",
             ));
         }
-        symbols.extend(self.run_phase(Phase::Data, envelope, Some(message)).await.symbols);
+        symbols.extend(
+            self.run_phase(Phase::Data, envelope, Some(message))
+                .await
+                .symbols,
+        );
         self.policy.decide(symbols)
     }
 }
@@ -216,7 +241,10 @@ mod tests {
         let envelope = Envelope::offline("a@example.org", vec![]);
         let message = Message::default();
         let verdict = pipeline.scan(&envelope, &message, vec![]).await;
-        assert!(verdict.symbols.iter().any(|s| s.name == "SLOW_UNCHECKED"), "{verdict:?}");
+        assert!(
+            verdict.symbols.iter().any(|s| s.name == "SLOW_UNCHECKED"),
+            "{verdict:?}"
+        );
     }
 
     #[tokio::test]

@@ -58,7 +58,8 @@ impl Quarantine {
         drop(file);
 
         let mut file = tokio::fs::File::create(&tmp_json).await?;
-        file.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?).await?;
+        file.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?)
+            .await?;
         file.sync_all().await?;
         drop(file);
 
@@ -83,12 +84,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Quarantine::open(dir.path()).unwrap();
         let envelope = Envelope::offline("a@example.org", vec!["b@example.net".into()]);
-        let verdict = Verdict { action: Action::Quarantine, score: 12.0, symbols: vec![], forced_by: None };
+        let verdict = Verdict {
+            action: Action::Quarantine,
+            score: 12.0,
+            symbols: vec![],
+            forced_by: None,
+        };
         let path = q
-            .hold(&HoldRecord { envelope: &envelope, verdict: &verdict }, b"Received: x\r\n", &mut &b"Subject: s\r\n\r\nbody\r\n"[..])
+            .hold(
+                &HoldRecord {
+                    envelope: &envelope,
+                    verdict: &verdict,
+                },
+                b"Received: x\r\n",
+                &mut &b"Subject: s\r\n\r\nbody\r\n"[..],
+            )
             .await
             .unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"Received: x\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"Received: x\r\nSubject: s\r\n\r\nbody\r\n"
+        );
         let json = std::fs::read_to_string(path.with_extension("json")).unwrap();
         assert!(json.contains("\"action\": \"quarantine\""), "{json}");
     }

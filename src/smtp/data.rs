@@ -158,7 +158,10 @@ mod tests {
                 break;
             }
         }
-        assert_eq!((&out, end, whole.bare_line_end), (&out2, end2, bytewise.bare_line_end));
+        assert_eq!(
+            (&out, end, whole.bare_line_end),
+            (&out2, end2, bytewise.bare_line_end)
+        );
         (out, end, whole.bare_line_end)
     }
 
@@ -184,7 +187,13 @@ mod tests {
 
     #[test]
     fn smuggling_shapes_never_end_the_data_and_are_flagged() {
-        for shape in [&b"\n.\n"[..], b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"] {
+        for shape in [
+            &b"\n.\n"[..],
+            b"\r\n.\n",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+        ] {
             let mut input = b"Subject: a\r\n\r\nbody".to_vec();
             input.extend_from_slice(shape);
             input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\n");

@@ -102,12 +102,18 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         if *shutdown.borrow() {
-            tokio::spawn(refuse(stream, "421 4.3.2 Service shutting down, try again later\r\n"));
+            tokio::spawn(refuse(
+                stream,
+                "421 4.3.2 Service shutting down, try again later\r\n",
+            ));
             continue;
         }
         let Some(slot) = limits.try_acquire(peer.ip()) else {
             tracing::info!(client_ip = %peer.ip(), "connection refused: too many connections");
-            tokio::spawn(refuse(stream, "421 4.7.0 Too many connections, try again later\r\n"));
+            tokio::spawn(refuse(
+                stream,
+                "421 4.7.0 Too many connections, try again later\r\n",
+            ));
             continue;
         };
         let session = Session::new(Box::new(stream), peer, shared.clone(), shutdown.clone());

@@ -45,10 +45,18 @@ impl Shared {
         let tmp_dir = settings.data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)
             .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
-        let quarantine = Quarantine::open(&settings.data_dir)
-            .with_context(|| format!("cannot create the quarantine under {}", settings.data_dir.display()))?;
+        let quarantine = Quarantine::open(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create the quarantine under {}",
+                settings.data_dir.display()
+            )
+        })?;
         let tls = if settings.smtp.tls.enabled {
-            let config = tls::server_config(&settings.smtp.tls, &settings.data_dir, &settings.smtp.hostname)?;
+            let config = tls::server_config(
+                &settings.smtp.tls,
+                &settings.data_dir,
+                &settings.smtp.hostname,
+            )?;
             Some(tokio_rustls::TlsAcceptor::from(config))
         } else {
             None

@@ -98,7 +98,10 @@ impl Downstream {
     /// Ends a transaction: the connection returns to the pool if it is healthy.
     pub fn release(&self, mut conn: Connection) {
         conn.messages += 1;
-        if conn.broken || conn.messages >= self.settings.max_messages_per_connection || self.settings.pool_size == 0 {
+        if conn.broken
+            || conn.messages >= self.settings.max_messages_per_connection
+            || self.settings.pool_size == 0
+        {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
@@ -161,7 +164,9 @@ impl Downstream {
                 }
             }
             (Some(_), false) if s.tls == DownstreamTls::Required => {
-                return Err(RelayError::Tls("the downstream does not offer STARTTLS".into()));
+                return Err(RelayError::Tls(
+                    "the downstream does not offer STARTTLS".into(),
+                ));
             }
             _ => {}
         }
@@ -185,7 +190,11 @@ impl Connection {
 
     /// Sends the message: DATA, then `header` and `body` dot-stuffed, then the final dot.
     /// The content must use CRLF line ends only (the session guarantees it).
-    pub async fn data(&mut self, header: &[u8], body: &mut (impl AsyncRead + Unpin)) -> Result<Reply, RelayError> {
+    pub async fn data(
+        &mut self,
+        header: &[u8],
+        body: &mut (impl AsyncRead + Unpin),
+    ) -> Result<Reply, RelayError> {
         let reply = self.command("DATA").await?;
         if reply.code != 354 {
             return Ok(reply);
@@ -241,8 +250,13 @@ impl Connection {
         Ok(())
     }
 
-    async fn start_tls(self, connector: &TlsConnector, name: &str) -> Result<Connection, RelayError> {
-        let server_name = super::tls::server_name(name).map_err(|e| RelayError::Tls(e.to_string()))?;
+    async fn start_tls(
+        self,
+        connector: &TlsConnector,
+        name: &str,
+    ) -> Result<Connection, RelayError> {
+        let server_name =
+            super::tls::server_name(name).map_err(|e| RelayError::Tls(e.to_string()))?;
         let handshake = connector.connect(server_name, self.io);
         let tls = tokio::time::timeout(self.command_timeout, handshake)
             .await

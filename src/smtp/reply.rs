@@ -109,7 +109,11 @@ mod tests {
 
     #[test]
     fn relayed_reply_gets_a_status_code() {
-        let r = Reply::relayed(smtp_proto::Response { code: 452, esc: [0, 0, 0], message: "full".into() });
+        let r = Reply::relayed(smtp_proto::Response {
+            code: 452,
+            esc: [0, 0, 0],
+            message: "full".into(),
+        });
         assert_eq!(r.to_string(), "452 4.0.0 full");
     }
 }

@@ -47,10 +47,19 @@ pub fn received_header(envelope: &Envelope, hostname: &str) -> String {
 }
 
 /// The complete header section to relay: trace and verdict headers, then the sender's.
-pub fn stamped_header(received: &str, verdict: &Verdict, subject_prefix: &str, original: &[u8]) -> Vec<u8> {
+pub fn stamped_header(
+    received: &str,
+    verdict: &Verdict,
+    subject_prefix: &str,
+    original: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(original.len() + 512);
     out.extend_from_slice(received.as_bytes());
-    let spam = if verdict.action >= Action::Tag { "Yes" } else { "No" };
+    let spam = if verdict.action >= Action::Tag {
+        "Yes"
+    } else {
+        "No"
+    };
     out.extend_from_slice(
         format!(
             "X-Kala-Status: {spam}, score={:.2}, action={}\r\nX-Kala-Score: {:.2}\r\n",
@@ -114,7 +123,11 @@ fn fold(name: &str, value: &str) -> String {
         return out;
     }
     for (i, item) in value.split(", ").enumerate() {
-        let piece = if i == 0 { item.to_string() } else { format!(",{item}") };
+        let piece = if i == 0 {
+            item.to_string()
+        } else {
+            format!(",{item}")
+        };
         if i > 0 && column + piece.len() + 1 > 78 {
             out.push_str(",\r\n\t");
             out.push_str(item);
@@ -141,7 +154,10 @@ mod tests {
         Verdict {
             action,
             score: 6.0,
-            symbols: vec![Symbol::new("A_RULE", 5.0, ""), Symbol::new("B_RULE", 1.0, "")],
+            symbols: vec![
+                Symbol::new("A_RULE", 5.0, ""),
+                Symbol::new("B_RULE", 1.0, ""),
+            ],
             forced_by: None,
         }
     }
@@ -157,16 +173,36 @@ mod tests {
     #[test]
     fn forged_kala_headers_go_and_tagging_prefixes_the_subject() {
         let original = b"x-kala-status: No, score=-100\r\n\tcontinued\r\nSubject: hello\r\n there\r\nFrom: a@b\r\n";
-        let out = String::from_utf8(stamped_header("Received: x\r\n", &verdict(Action::Tag), "[SPAM]", original)).unwrap();
-        assert!(!out.contains("score=-100") && !out.contains("continued"), "{out}");
-        assert!(out.contains("Subject: [SPAM] hello\r\n there\r\nFrom: a@b\r\n"), "{out}");
-        assert!(out.starts_with("Received: x\r\nX-Kala-Status: Yes, score=6.00, action=tag\r\n"), "{out}");
-        assert!(out.contains("X-Kala-Symbols: A_RULE(5.00), B_RULE(1.00)\r\n"), "{out}");
+        let out = String::from_utf8(stamped_header(
+            "Received: x\r\n",
+            &verdict(Action::Tag),
+            "[SPAM]",
+            original,
+        ))
+        .unwrap();
+        assert!(
+            !out.contains("score=-100") && !out.contains("continued"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Subject: [SPAM] hello\r\n there\r\nFrom: a@b\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("Received: x\r\nX-Kala-Status: Yes, score=6.00, action=tag\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-Kala-Symbols: A_RULE(5.00), B_RULE(1.00)\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn long_symbol_lists_fold() {
-        let list: Vec<String> = (0..20).map(|i| format!("SYMBOL_NUMBER_{i}(1.00)")).collect();
+        let list: Vec<String> = (0..20)
+            .map(|i| format!("SYMBOL_NUMBER_{i}(1.00)"))
+            .collect();
         let folded = fold("X-Kala-Symbols", &list.join(", "));
         assert!(folded.lines().all(|l| l.len() <= 80), "{folded}");
         assert!(folded.contains(",\r\n\tSYMBOL_NUMBER_"));

@@ -55,7 +55,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(io: Box<dyn Io>, peer: SocketAddr, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Session {
+    pub fn new(
+        io: Box<dyn Io>,
+        peer: SocketAddr,
+        shared: Arc<Shared>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Session {
         Session {
             io,
             rbuf: Vec::with_capacity(4096),
@@ -82,7 +87,11 @@ impl Session {
 
     async fn dialogue(&mut self) -> Result<(), Closed> {
         let envelope = self.envelope_for_checks();
-        let outcome = self.shared.pipeline.run_phase(Phase::Connect, &envelope, None).await;
+        let outcome = self
+            .shared
+            .pipeline
+            .run_phase(Phase::Connect, &envelope, None)
+            .await;
         if let Some(refusal) = outcome.refusal {
             self.reply(refusal_reply(&refusal));
             return Err(Closed);
@@ -134,7 +143,11 @@ impl Session {
             }
             Request::Vrfy { .. } => {
                 // RFC 5321 §3.5.3: 252 rather than revealing which mailboxes exist.
-                self.reply(Reply::new(252, (2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"));
+                self.reply(Reply::new(
+                    252,
+                    (2, 5, 0),
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ));
                 Ok(())
             }
             Request::Help { .. } => {
@@ -145,11 +158,19 @@ impl Session {
             Request::Bdat { .. } => {
                 // CHUNKING is not offered; the chunk that follows would be read as commands,
                 // so the only safe answer is to close.
-                self.reply(Reply::new(554, (5, 5, 1), "BDAT is not offered here; closing"));
+                self.reply(Reply::new(
+                    554,
+                    (5, 5, 1),
+                    "BDAT is not offered here; closing",
+                ));
                 Err(Closed)
             }
             Request::Auth { .. } => {
-                self.reply(Reply::new(502, (5, 5, 1), "AUTH is not offered on this gateway"));
+                self.reply(Reply::new(
+                    502,
+                    (5, 5, 1),
+                    "AUTH is not offered on this gateway",
+                ));
                 self.count_error()
             }
             Request::Lhlo { .. }
@@ -168,14 +189,19 @@ impl Session {
         self.helo = Some(host.clone());
         self.esmtp = esmtp;
         let envelope = self.envelope_for_checks();
-        let outcome = self.shared.pipeline.run_phase(Phase::Helo, &envelope, None).await;
+        let outcome = self
+            .shared
+            .pipeline
+            .run_phase(Phase::Helo, &envelope, None)
+            .await;
         if let Some(refusal) = outcome.refusal {
             self.helo = None;
             self.reply(refusal_reply(&refusal));
             return Ok(());
         }
         // A second EHLO replaces what the first one found.
-        self.connection_symbols.retain(|s| !s.name.starts_with("HELO_"));
+        self.connection_symbols
+            .retain(|s| !s.name.starts_with("HELO_"));
         self.connection_symbols.extend(outcome.symbols);
         let smtp = &self.shared.settings.smtp;
         let greet = format!("{} Hello {host} [{}]", smtp.hostname, self.peer.ip());
@@ -209,12 +235,20 @@ impl Session {
             return self.count_error();
         }
         if *self.shutdown.borrow() {
-            self.reply(Reply::new(421, (4, 3, 2), "Service shutting down, try again later"));
+            self.reply(Reply::new(
+                421,
+                (4, 3, 2),
+                "Service shutting down, try again later",
+            ));
             return Err(Closed);
         }
         let max = self.shared.settings.smtp.max_message_size;
         if from.size > max {
-            self.reply(Reply::new(552, (5, 3, 4), format!("Message size exceeds the limit of {max} bytes")));
+            self.reply(Reply::new(
+                552,
+                (5, 3, 4),
+                format!("Message size exceeds the limit of {max} bytes"),
+            ));
             return Ok(());
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
@@ -224,13 +258,22 @@ impl Session {
         envelope.body_8bitmime = from.flags & MAIL_BODY_8BITMIME != 0;
         envelope.smtputf8 = smtputf8;
         envelope.received_at = unix_now();
-        let outcome = self.shared.pipeline.run_phase(Phase::Mail, &envelope, None).await;
+        let outcome = self
+            .shared
+            .pipeline
+            .run_phase(Phase::Mail, &envelope, None)
+            .await;
         if let Some(refusal) = outcome.refusal {
             self.reply(refusal_reply(&refusal));
             return Ok(());
         }
 
-        let (mut conn, reply) = match self.shared.downstream.begin(&mail_command(&from, None)).await {
+        let (mut conn, reply) = match self
+            .shared
+            .downstream
+            .begin(&mail_command(&from, None))
+            .await
+        {
             Ok(pair) => pair,
             Err(error) => {
                 tracing::warn!(client_ip = %self.peer.ip(), %error, "downstream unavailable at MAIL");
@@ -256,7 +299,11 @@ impl Session {
         };
         if smtputf8 && !conn.capabilities.smtputf8 && !from.address.is_ascii() {
             self.shared.downstream.release_after_rset(conn).await;
-            self.reply(Reply::new(553, (5, 6, 7), "The destination cannot take UTF-8 addresses"));
+            self.reply(Reply::new(
+                553,
+                (5, 6, 7),
+                "The destination cannot take UTF-8 addresses",
+            ));
             return Ok(());
         }
         if !reply.is_positive() {
@@ -266,7 +313,12 @@ impl Session {
         }
         self.tx = Some(Transaction {
             envelope,
-            symbols: self.connection_symbols.iter().cloned().chain(outcome.symbols).collect(),
+            symbols: self
+                .connection_symbols
+                .iter()
+                .cloned()
+                .chain(outcome.symbols)
+                .collect(),
             downstream: Some(conn),
             started: Instant::now(),
         });
@@ -282,16 +334,28 @@ impl Session {
         };
         if tx.envelope.recipients.len() >= max {
             // RFC 5321 §4.5.3.1.10: 452 so the client sends the rest in another transaction.
-            self.reply(Reply::new(452, (4, 5, 3), format!("Too many recipients (at most {max} per message)")));
+            self.reply(Reply::new(
+                452,
+                (4, 5, 3),
+                format!("Too many recipients (at most {max} per message)"),
+            ));
             return Ok(());
         }
         if !to.address.is_ascii() && !tx.envelope.smtputf8 {
-            self.reply(Reply::new(553, (5, 6, 7), "UTF-8 address needs MAIL FROM with SMTPUTF8"));
+            self.reply(Reply::new(
+                553,
+                (5, 6, 7),
+                "UTF-8 address needs MAIL FROM with SMTPUTF8",
+            ));
             return Ok(());
         }
         let mut candidate = tx.envelope.clone();
         candidate.recipients.push(to.address.clone());
-        let outcome = self.shared.pipeline.run_phase(Phase::Rcpt, &candidate, None).await;
+        let outcome = self
+            .shared
+            .pipeline
+            .run_phase(Phase::Rcpt, &candidate, None)
+            .await;
         if let Some(refusal) = outcome.refusal {
             self.reply(refusal_reply(&refusal));
             return Ok(());
@@ -331,7 +395,10 @@ impl Session {
             self.reply(downstream_unavailable());
             return Ok(());
         }
-        self.reply(Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
+        self.reply(Reply::plain(
+            354,
+            vec!["End data with <CR><LF>.<CR><LF>".into()],
+        ));
         self.flush().await?;
 
         let received = self.read_message().await?;
@@ -391,17 +458,31 @@ impl Session {
         };
         if data.oversized {
             let max = settings.smtp.max_message_size;
-            return early("size", Reply::new(552, (5, 3, 4), format!("Message size exceeds the limit of {max} bytes")));
+            return early(
+                "size",
+                Reply::new(
+                    552,
+                    (5, 3, 4),
+                    format!("Message size exceeds the limit of {max} bytes"),
+                ),
+            );
         }
         if data.bare_line_end {
             return early(
                 "bare_line_end",
-                Reply::new(554, (5, 6, 0), "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)"),
+                Reply::new(
+                    554,
+                    (5, 6, 0),
+                    "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)",
+                ),
             );
         }
         if let Some(error) = &data.spool_error {
             tracing::error!(%error, dir = %self.shared.tmp_dir.display(), "cannot spool message");
-            return early("spool_error", Reply::new(451, (4, 3, 0), "Local problem, try again later"));
+            return early(
+                "spool_error",
+                Reply::new(451, (4, 3, 0), "Local problem, try again later"),
+            );
         }
         let spool = &data.spool;
         let max_header = settings.smtp.max_header_size;
@@ -409,13 +490,22 @@ impl Session {
             Ok(prefix) => prefix,
             Err(error) => {
                 tracing::error!(%error, "cannot read spool");
-                return early("spool_error", Reply::new(451, (4, 3, 0), "Local problem, try again later"));
+                return early(
+                    "spool_error",
+                    Reply::new(451, (4, 3, 0), "Local problem, try again later"),
+                );
             }
         };
-        let Some(header_len) = rewrite::header_len(&prefix, spool.len()).filter(|&n| n <= max_header) else {
+        let Some(header_len) =
+            rewrite::header_len(&prefix, spool.len()).filter(|&n| n <= max_header)
+        else {
             return early(
                 "header_size",
-                Reply::new(552, (5, 3, 4), format!("Header section exceeds the limit of {max_header} bytes")),
+                Reply::new(
+                    552,
+                    (5, 3, 4),
+                    format!("Header section exceeds the limit of {max_header} bytes"),
+                ),
             );
         };
 
@@ -428,16 +518,26 @@ impl Session {
             Ok(bytes) => raw.extend_from_slice(&bytes),
             Err(error) => {
                 tracing::error!(%error, "cannot read spool");
-                return early("spool_error", Reply::new(451, (4, 3, 0), "Local problem, try again later"));
+                return early(
+                    "spool_error",
+                    Reply::new(451, (4, 3, 0), "Local problem, try again later"),
+                );
             }
         }
         let message = pipeline.parse(raw, received.len() + spool.len()).await;
-        let verdict = pipeline.scan(envelope, &message, std::mem::take(&mut tx.symbols)).await;
+        let verdict = pipeline
+            .scan(envelope, &message, std::mem::take(&mut tx.symbols))
+            .await;
 
         let original_header = &prefix[..header_len];
         let reply = match verdict.action {
             Action::Accept | Action::Tag => {
-                let header = rewrite::stamped_header(&received, &verdict, &pipeline.policy().subject_prefix, original_header);
+                let header = rewrite::stamped_header(
+                    &received,
+                    &verdict,
+                    &pipeline.policy().subject_prefix,
+                    original_header,
+                );
                 relay_message(tx, &header, spool, header_len).await
             }
             Action::Quarantine => {
@@ -446,19 +546,36 @@ impl Session {
                     verdict: &verdict,
                 };
                 let held = match spool.reader(0).await {
-                    Ok(mut body) => self.shared.quarantine.hold(&record, received.as_bytes(), &mut body).await,
+                    Ok(mut body) => {
+                        self.shared
+                            .quarantine
+                            .hold(&record, received.as_bytes(), &mut body)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match held {
-                    Ok(_) => Reply::new(250, (2, 0, 0), format!("Ok: queued as {}", envelope.queue_id)),
+                    Ok(_) => Reply::new(
+                        250,
+                        (2, 0, 0),
+                        format!("Ok: queued as {}", envelope.queue_id),
+                    ),
                     Err(error) => {
                         tracing::error!(%error, dir = %self.shared.quarantine.dir().display(), "cannot write quarantine");
                         Reply::new(451, (4, 3, 0), "Local problem, try again later")
                     }
                 }
             }
-            Action::Reject => Reply::new(550, (5, 7, 1), format!("Message rejected as spam ({})", verdict.top_symbols(3))),
-            Action::Tempfail => Reply::new(451, (4, 7, 1), "Message could not be checked now, try again later"),
+            Action::Reject => Reply::new(
+                550,
+                (5, 7, 1),
+                format!("Message rejected as spam ({})", verdict.top_symbols(3)),
+            ),
+            Action::Tempfail => Reply::new(
+                451,
+                (4, 7, 1),
+                "Message could not be checked now, try again later",
+            ),
         };
         log_verdict(&tx.envelope, spool.len(), &verdict, &reply, tx.started);
         reply
@@ -478,7 +595,10 @@ impl Session {
         // RFC 3207 §4.2: commands pipelined behind STARTTLS were sent in the clear and must
         // not be acted on after the handshake (the STARTTLS command-injection attack).
         self.rbuf.clear();
-        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
+        let io = std::mem::replace(
+            &mut self.io,
+            Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+        );
         let timeout = self.shared.settings.smtp.command_timeout;
         let stream = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
             Ok(Ok(stream)) => stream,
@@ -501,7 +621,8 @@ impl Session {
         self.abort_transaction().await;
         self.helo = None;
         self.esmtp = false;
-        self.connection_symbols.retain(|s| !s.name.starts_with("HELO_"));
+        self.connection_symbols
+            .retain(|s| !s.name.starts_with("HELO_"));
         Ok(())
     }
 
@@ -536,7 +657,11 @@ impl Session {
     fn count_error(&mut self) -> Result<(), Closed> {
         self.errors += 1;
         if self.errors >= self.shared.settings.smtp.max_errors {
-            self.reply(Reply::new(421, (4, 7, 0), "Too many errors, closing connection"));
+            self.reply(Reply::new(
+                421,
+                (4, 7, 0),
+                "Too many errors, closing connection",
+            ));
             return Err(Closed);
         }
         Ok(())
@@ -581,7 +706,11 @@ impl Session {
                 self.rbuf.clear();
             }
             if *self.shutdown.borrow() && self.tx.is_none() {
-                self.reply(Reply::new(421, (4, 3, 2), "Service shutting down, try again later"));
+                self.reply(Reply::new(
+                    421,
+                    (4, 3, 2),
+                    "Service shutting down, try again later",
+                ));
                 return Err(Closed);
             }
             let timeout = self.shared.settings.smtp.command_timeout;
@@ -617,7 +746,12 @@ impl Session {
 }
 
 /// Sends the stamped header and the original body to the downstream.
-async fn relay_message(tx: &mut Transaction, header: &[u8], spool: &Spool, body_offset: usize) -> Reply {
+async fn relay_message(
+    tx: &mut Transaction,
+    header: &[u8],
+    spool: &Spool,
+    body_offset: usize,
+) -> Reply {
     let Some(conn) = tx.downstream.as_mut() else {
         return downstream_unavailable();
     };
@@ -663,7 +797,8 @@ fn mail_command(from: &smtp_proto::MailFrom<String>, caps: Option<&relay::Capabi
 
 /// Would `mail_command(from, None)` send a parameter these capabilities lack?
 fn params_fit(from: &smtp_proto::MailFrom<String>, caps: &relay::Capabilities) -> bool {
-    (from.flags & MAIL_BODY_8BITMIME == 0 || caps.eight_bit_mime) && (from.flags & MAIL_SMTPUTF8 == 0 || caps.smtputf8)
+    (from.flags & MAIL_BODY_8BITMIME == 0 || caps.eight_bit_mime)
+        && (from.flags & MAIL_SMTPUTF8 == 0 || caps.smtputf8)
 }
 
 async fn rset_then(conn: &mut relay::Connection, line: &str) -> Result<Reply, RelayError> {
@@ -672,7 +807,11 @@ async fn rset_then(conn: &mut relay::Connection, line: &str) -> Result<Reply, Re
 }
 
 fn downstream_unavailable() -> Reply {
-    Reply::new(451, (4, 4, 1), "Destination server not reachable, try again later")
+    Reply::new(
+        451,
+        (4, 4, 1),
+        "Destination server not reachable, try again later",
+    )
 }
 
 fn refusal_reply(refusal: &Refusal) -> Reply {
@@ -690,8 +829,12 @@ fn syntax_error_reply(error: smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => Reply::new(501, (5, 1, 7), "Bad sender address syntax"),
         E::InvalidRecipientAddress => Reply::new(501, (5, 1, 3), "Bad recipient address syntax"),
         E::SyntaxError { syntax } => Reply::new(501, (5, 5, 4), format!("Syntax: {syntax}")),
-        E::InvalidParameter { param } => Reply::new(501, (5, 5, 4), format!("Invalid parameter {param}")),
-        E::UnsupportedParameter { param } => Reply::new(555, (5, 5, 4), format!("Unsupported parameter {param}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, (5, 5, 4), format!("Invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => {
+            Reply::new(555, (5, 5, 4), format!("Unsupported parameter {param}"))
+        }
         E::ResponseTooLong => Reply::new(500, (5, 5, 2), "Line too long"),
         _ => Reply::new(500, (5, 5, 2), "Syntax error"),
     }
@@ -699,25 +842,57 @@ fn syntax_error_reply(error: smtp_proto::Error) -> Reply {
 
 fn owned_request(request: Request<Cow<'_, str>>) -> Request<String> {
     match request {
-        Request::Ehlo { host } => Request::Ehlo { host: host.into_owned() },
-        Request::Lhlo { host } => Request::Lhlo { host: host.into_owned() },
-        Request::Helo { host } => Request::Helo { host: host.into_owned() },
-        Request::Mail { from } => Request::Mail { from: from.into_owned() },
-        Request::Rcpt { to } => Request::Rcpt { to: to.into_owned() },
-        Request::Bdat { chunk_size, is_last } => Request::Bdat { chunk_size, is_last },
-        Request::Auth { mechanism, initial_response } => Request::Auth {
+        Request::Ehlo { host } => Request::Ehlo {
+            host: host.into_owned(),
+        },
+        Request::Lhlo { host } => Request::Lhlo {
+            host: host.into_owned(),
+        },
+        Request::Helo { host } => Request::Helo {
+            host: host.into_owned(),
+        },
+        Request::Mail { from } => Request::Mail {
+            from: from.into_owned(),
+        },
+        Request::Rcpt { to } => Request::Rcpt {
+            to: to.into_owned(),
+        },
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => Request::Bdat {
+            chunk_size,
+            is_last,
+        },
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => Request::Auth {
             mechanism,
             initial_response: initial_response.into_owned(),
         },
-        Request::Noop { value } => Request::Noop { value: value.into_owned() },
-        Request::Vrfy { value } => Request::Vrfy { value: value.into_owned() },
-        Request::Expn { value } => Request::Expn { value: value.into_owned() },
-        Request::Help { value } => Request::Help { value: value.into_owned() },
-        Request::Etrn { name } => Request::Etrn { name: name.into_owned() },
+        Request::Noop { value } => Request::Noop {
+            value: value.into_owned(),
+        },
+        Request::Vrfy { value } => Request::Vrfy {
+            value: value.into_owned(),
+        },
+        Request::Expn { value } => Request::Expn {
+            value: value.into_owned(),
+        },
+        Request::Help { value } => Request::Help {
+            value: value.into_owned(),
+        },
+        Request::Etrn { name } => Request::Etrn {
+            name: name.into_owned(),
+        },
         Request::Atrn { domains } => Request::Atrn {
             domains: domains.into_iter().map(Cow::into_owned).collect(),
         },
-        Request::Burl { uri, is_last } => Request::Burl { uri: uri.into_owned(), is_last },
+        Request::Burl { uri, is_last } => Request::Burl {
+            uri: uri.into_owned(),
+            is_last,
+        },
         Request::StartTls => Request::StartTls,
         Request::Data => Request::Data,
         Request::Rset => Request::Rset,
@@ -726,7 +901,13 @@ fn owned_request(request: Request<Cow<'_, str>>) -> Request<String> {
 }
 
 /// The one log line per message.
-fn log_verdict(envelope: &Envelope, size: usize, verdict: &Verdict, reply: &Reply, started: Instant) {
+fn log_verdict(
+    envelope: &Envelope,
+    size: usize,
+    verdict: &Verdict,
+    reply: &Reply,
+    started: Instant,
+) {
     tracing::info!(
         target: "kala::message",
         queue_id = %envelope.queue_id,

@@ -98,7 +98,9 @@ impl Spool {
                 let mut file = file.try_clone().await?;
                 file.flush().await?;
                 file.seek(SeekFrom::Start(offset as u64)).await?;
-                Ok(SpoolReader::File(file.take((self.len - offset.min(self.len)) as u64)))
+                Ok(SpoolReader::File(
+                    file.take((self.len - offset.min(self.len)) as u64),
+                ))
             }
         }
     }
@@ -137,7 +139,13 @@ mod tests {
         assert!(spool.is_on_disk());
         assert_eq!(spool.read_range(0, 5).await.unwrap(), b"hello");
         let mut rest = String::new();
-        spool.reader(6).await.unwrap().read_to_string(&mut rest).await.unwrap();
+        spool
+            .reader(6)
+            .await
+            .unwrap()
+            .read_to_string(&mut rest)
+            .await
+            .unwrap();
         assert_eq!(rest, "world, bigger");
     }
 }

@@ -14,7 +14,11 @@ use crate::config::{DownstreamSettings, DownstreamTls, SmtpTlsSettings};
 
 /// The server side: the configured certificate, or a self-signed one kept in `data_dir/tls`
 /// (generated on first start) so STARTTLS works out of the box.
-pub fn server_config(tls: &SmtpTlsSettings, data_dir: &Path, hostname: &str) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(
+    tls: &SmtpTlsSettings,
+    data_dir: &Path,
+    hostname: &str,
+) -> anyhow::Result<Arc<ServerConfig>> {
     crate::install_crypto_provider();
     let (cert_path, key_path) = match &tls.cert_and_key {
         Some((c, k)) => (c.clone(), k.clone()),
@@ -22,7 +26,8 @@ pub fn server_config(tls: &SmtpTlsSettings, data_dir: &Path, hostname: &str) -> 
             let dir = data_dir.join("tls");
             let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
             if !c.exists() || !k.exists() {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])?;
                 std::fs::write(&c, generated.cert.pem())?;
                 write_private(&k, generated.signing_key.serialize_pem().as_bytes())?;
@@ -33,9 +38,18 @@ pub fn server_config(tls: &SmtpTlsSettings, data_dir: &Path, hostname: &str) -> 
     };
     let certs = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading certificate {} (smtp.tls.cert_file)", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .with_context(|| format!("reading private key {} (smtp.tls.key_file)", key_path.display()))?;
+        .with_context(|| {
+            format!(
+                "reading certificate {} (smtp.tls.cert_file)",
+                cert_path.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| {
+        format!(
+            "reading private key {} (smtp.tls.key_file)",
+            key_path.display()
+        )
+    })?;
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -46,7 +60,12 @@ pub fn server_config(tls: &SmtpTlsSettings, data_dir: &Path, hostname: &str) -> 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)
 }
 
@@ -66,7 +85,9 @@ pub fn client_config(settings: &DownstreamSettings) -> anyhow::Result<Option<Arc
                     for cert in CertificateDer::pem_file_iter(path)
                         .with_context(|| format!("reading downstream.ca_file {}", path.display()))?
                     {
-                        roots.add(cert?).context("downstream.ca_file holds an unusable certificate")?;
+                        roots
+                            .add(cert?)
+                            .context("downstream.ca_file holds an unusable certificate")?;
                     }
                 }
                 None => {
@@ -76,8 +97,13 @@ pub fn client_config(settings: &DownstreamSettings) -> anyhow::Result<Option<Arc
                     }
                 }
             }
-            anyhow::ensure!(!roots.is_empty(), "downstream.tls = \"required\" but no trusted CA was found; set downstream.ca_file");
-            ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "downstream.tls = \"required\" but no trusted CA was found; set downstream.ca_file"
+            );
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
     };
     Ok(Some(Arc::new(config)))
@@ -85,7 +111,9 @@ pub fn client_config(settings: &DownstreamSettings) -> anyhow::Result<Option<Arc
 
 /// The name to check the downstream certificate against.
 pub fn server_name(name: &str) -> anyhow::Result<ServerName<'static>> {
-    ServerName::try_from(name.to_string()).with_context(|| format!("`{name}` is not a valid TLS server name (downstream.tls_server_name)"))
+    ServerName::try_from(name.to_string()).with_context(|| {
+        format!("`{name}` is not a valid TLS server name (downstream.tls_server_name)")
+    })
 }
 
 /// Opportunistic TLS: encrypt, but accept any certificate, as MTAs do without DANE or MTA-STS.
@@ -117,7 +145,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -126,7 +159,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -72,7 +72,9 @@ impl Sink {
         let (d, c) = (deliveries.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 *c.lock().unwrap() += 1;
                 tokio::spawn(sink_session(stream, behavior.clone(), d.clone()));
             }
@@ -101,7 +103,11 @@ impl Sink {
     }
 }
 
-async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc<Mutex<Vec<Delivery>>>) {
+async fn sink_session(
+    stream: TcpStream,
+    behavior: SinkBehavior,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+) {
     let mut stream = BufReader::new(stream);
     let _ = stream.write_all(b"220 sink.test ESMTP test sink\r\n").await;
     let mut mail_from = String::new();
@@ -115,7 +121,8 @@ async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         let upper = text.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 104857600".to_string()
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 104857600"
+                .to_string()
         } else if upper.starts_with("HELO") {
             "250 sink.test".to_string()
         } else if upper.starts_with("MAIL FROM:") {
@@ -140,7 +147,11 @@ async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc
                 if line == b".\r\n" {
                     break;
                 }
-                let unstuffed = if line.starts_with(b".") { &line[1..] } else { &line[..] };
+                let unstuffed = if line.starts_with(b".") {
+                    &line[1..]
+                } else {
+                    &line[..]
+                };
                 data.extend_from_slice(unstuffed);
             }
             tokio::time::sleep(behavior.data_reply_delay).await;
@@ -161,7 +172,11 @@ async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc
         } else {
             "500 5.5.2 Unknown command".to_string()
         };
-        if stream.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
+        if stream
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -169,7 +184,10 @@ async fn sink_session(stream: TcpStream, behavior: SinkBehavior, deliveries: Arc
 
 fn angle(line: &str) -> String {
     let start = line.find('<').map(|i| i + 1).unwrap_or(0);
-    let end = line[start..].find('>').map(|i| start + i).unwrap_or(line.len());
+    let end = line[start..]
+        .find('>')
+        .map(|i| start + i)
+        .unwrap_or(line.len());
     line[start..end].to_string()
 }
 
@@ -186,10 +204,22 @@ impl Kala {
         kala::install_crypto_provider();
         let data_dir = tempfile::tempdir().unwrap();
         let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        sections.entry("smtp").or_default().push("listen = [\"127.0.0.1:0\"]".into());
-        sections.entry("smtp").or_default().push("hostname = \"kala.test\"".into());
-        sections.entry("downstream").or_default().push(format!("address = \"{downstream}\""));
-        sections.entry("downstream").or_default().push("connect_timeout = \"2s\"".into());
+        sections
+            .entry("smtp")
+            .or_default()
+            .push("listen = [\"127.0.0.1:0\"]".into());
+        sections
+            .entry("smtp")
+            .or_default()
+            .push("hostname = \"kala.test\"".into());
+        sections
+            .entry("downstream")
+            .or_default()
+            .push(format!("address = \"{downstream}\""));
+        sections
+            .entry("downstream")
+            .or_default()
+            .push("connect_timeout = \"2s\"".into());
         for (section, line) in settings {
             sections.entry(section).or_default().push(line.to_string());
         }
@@ -197,7 +227,8 @@ impl Kala {
         for (section, lines) in sections {
             text.push_str(&format!("[{section}]\n{}\n", lines.join("\n")));
         }
-        let settings = Settings::parse(&text, "test config").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let settings =
+            Settings::parse(&text, "test config").unwrap_or_else(|e| panic!("{e}\n{text}"));
         let server = kala::smtp::start(settings).await.unwrap();
         let addr = server.local_addrs[0];
         Kala {
@@ -320,11 +351,13 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 pub fn split_added_headers(data: &[u8]) -> (String, Vec<u8>) {
     let text = String::from_utf8_lossy(data);
     let mut added = 0;
-    let mut lines = text.split_inclusive("\r\n").peekable();
     let mut in_added = false;
-    while let Some(line) = lines.next() {
+    for line in text.split_inclusive("\r\n") {
         let is_continuation = line.starts_with(' ') || line.starts_with('\t');
-        if line.starts_with("Received: ") || line.starts_with("X-Kala-") || (in_added && is_continuation) {
+        if line.starts_with("Received: ")
+            || line.starts_with("X-Kala-")
+            || (in_added && is_continuation)
+        {
             in_added = true;
             added += line.len();
         } else {
@@ -336,17 +369,30 @@ pub fn split_added_headers(data: &[u8]) -> (String, Vec<u8>) {
 
 /// STARTTLS has been answered 220; do the handshake, trusting only Kala's own certificate
 /// (the self-signed one it generated in its data dir, issued for `kala.test`).
-pub async fn tls_upgrade(client: Client<TcpStream>, kala: &Kala) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+pub async fn tls_upgrade(
+    client: Client<TcpStream>,
+    kala: &Kala,
+) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     let pem = kala.data_dir.path().join("tls/cert.pem");
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_file(&pem).unwrap()).unwrap();
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    assert!(client.stream.buffer().is_empty(), "nothing may follow the 220 in the clear");
+    assert!(
+        client.stream.buffer().is_empty(),
+        "nothing may follow the 220 in the clear"
+    );
     let tcp = client.stream.into_inner();
     let name = rustls::pki_types::ServerName::try_from("kala.test").unwrap();
-    let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
+    let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
     Client {
         stream: BufReader::new(tls),
     }

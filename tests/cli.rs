@@ -1,0 +1,255 @@
+//! The `kala` binary as an admin runs it: config check, scan, and serve (embedded defaults,
+//! structured log lines, graceful stop on SIGTERM).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Client, Sink, clean_message};
+
+fn kala() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kala"))
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_key_and_file_on_error() {
+    let out = kala()
+        .args(["config", "check", &fixture("kala.example.toml")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: config: "));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[downstream]\naddress = \"exchange.example.org:25\"\nretries = 3\n",
+    )
+    .unwrap();
+    let out = kala().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: downstream.retries: ") && err.contains("unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scan_prints_the_verdict_in_human_and_json_form() {
+    let out = kala()
+        .args(["scan", &fixture("fixtures/mail/missing-headers.eml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("action accept, score 4.00"), "{text}");
+    assert!(
+        text.contains("MISSING_FROM") && text.contains("Message has no From header"),
+        "{text}"
+    );
+
+    let out = kala()
+        .args([
+            "scan",
+            "--json",
+            &fixture("fixtures/mail/missing-headers.eml"),
+        ])
+        .output()
+        .unwrap();
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["action"], "accept");
+    assert_eq!(verdict["score"], 4.0);
+    let names: Vec<&str> = verdict["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["MISSING_FROM", "MISSING_DATE", "MISSING_MESSAGE_ID"]
+    );
+}
+
+/// A `kala serve` child whose stderr (the log) is collected line by line.
+struct Served {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    fn start(mut command: Command) -> Served {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Served {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!(
+            "no log line with `{needle}`; log so far:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "kala did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn serve_without_config_runs_on_embedded_defaults_and_stops_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = kala();
+    command
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env_remove("KALA_CONFIG")
+        .env_remove("KALA_LOG");
+    let mut served = Served::start(command);
+    served.wait_for_line("running on embedded defaults");
+    let summary = served.wait_for_line("config: embedded defaults");
+    assert!(
+        summary.contains("SMTP on 127.0.0.1:2525")
+            && summary.contains("data in ./var")
+            && summary.contains("downstream 127.0.0.1:25"),
+        "{summary}"
+    );
+    served.wait_for_line("listening for SMTP");
+    assert!(
+        cwd.path().join("var/tls/cert.pem").exists(),
+        "self-signed certificate kept in the data dir"
+    );
+    assert!(served.terminate().success());
+    served.wait_for_line("stopped");
+}
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_message() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[downstream]\naddress = \"{}\"\n[log]\nformat = \"json\"\n",
+            dir.path().join("var").display().to_string(),
+            sink.addr
+        ),
+    )
+    .unwrap();
+    let mut command = kala();
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("KALA_LOG");
+    let mut served = tokio::task::spawn_blocking(move || {
+        let mut s = Served::start(command);
+        s.wait_for_line("listening for SMTP");
+        s
+    })
+    .await
+    .unwrap();
+
+    let mut client = Client::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let r = client
+        .send_mail(
+            "ana@sender.example",
+            &["it@prokuroria.example"],
+            &clean_message("logged", "hi\r\n"),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let line = tokio::task::spawn_blocking(move || {
+        let line = served.wait_for_line("\"queue_id\"");
+        assert!(served.terminate().success());
+        line
+    })
+    .await
+    .unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    for field in [
+        "queue_id",
+        "client_ip",
+        "helo",
+        "sender",
+        "recipients",
+        "size",
+        "score",
+        "symbols",
+        "action",
+        "reply",
+        "ms",
+    ] {
+        assert!(entry.get(field).is_some(), "`{field}` missing in {line}");
+    }
+    assert_eq!(entry["sender"], "ana@sender.example");
+    assert_eq!(entry["recipients"], "it@prokuroria.example");
+    assert_eq!(entry["action"], "accept");
+    assert!(entry["reply"].as_str().unwrap().starts_with("250 2.6.0"));
+}

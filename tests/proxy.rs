@@ -806,3 +806,38 @@ async fn starttls_with_a_verifying_client_then_relay() {
         "{data}"
     );
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_downstream_closed_is_replaced_unnoticed() {
+    let sink = Sink::start_with(SinkBehavior {
+        close_after_delivery: true,
+        ..SinkBehavior::default()
+    })
+    .await;
+    let kala = Kala::start(sink.addr, &[]).await;
+    for i in 0..3 {
+        let r = kala
+            .client()
+            .await
+            .send_mail("a@sender.example", &["it@prokuroria.example"], &clean_message(&format!("m{i}"), "x\r\n"))
+            .await;
+        assert!(r.starts_with("250"), "message {i}: {r}");
+    }
+    assert_eq!(sink.wait_for(3).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_sender_the_downstream_refuses_is_refused_at_rcpt() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(sink.addr, &[]).await;
+    let mut client = kala.client().await;
+    assert!(client.cmd("EHLO client.example.org").await.starts_with("250"));
+    assert!(client.cmd("MAIL FROM:<blocked@sender.example>").await.starts_with("250"));
+    assert_eq!(client.cmd("RCPT TO:<it@prokuroria.example>").await, "550 5.7.1 Sender blocked");
+    assert_eq!(client.cmd("RCPT TO:<ops@prokuroria.example>").await, "550 5.7.1 Sender blocked");
+    assert!(client.cmd("DATA").await.starts_with("554 5.5.1"));
+    // After RSET the same connection works for a good sender.
+    assert!(client.cmd("RSET").await.starts_with("250"));
+    let r = client.send_mail("ana@sender.example", &["it@prokuroria.example"], &clean_message("ok", "x\r\n")).await;
+    assert!(r.starts_with("250"), "{r}");
+}

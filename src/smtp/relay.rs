@@ -1,7 +1,7 @@
 //! The downstream client: Kala's SMTP connection to Exchange.
 //!
-//! Each inbound transaction holds one downstream transaction open: MAIL and every RCPT are
-//! forwarded live, so Exchange's own answer (e.g. `550 5.1.1 unknown recipient`) reaches the
+//! Each inbound transaction holds one downstream transaction open: MAIL (sent with the first
+//! RCPT) and every RCPT are forwarded live, so Exchange's own answer (e.g. `550 5.1.1 unknown recipient`) reaches the
 //! sender at RCPT time and Kala never accepts mail it would later have to bounce. After the
 //! message (or RSET) the connection goes back to a small pool for the next transaction.
 
@@ -10,12 +10,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use smtp_proto::response::parser::ResponseReceiver;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::Io;
 use super::reply::Reply;
+use super::spool::SpoolReader;
 use crate::config::{DownstreamSettings, DownstreamTls};
 
 /// Why talking to the downstream failed (as opposed to it answering 4xx/5xx).
@@ -63,6 +64,10 @@ pub struct Connection {
     data_timeout: Duration,
     /// Set when the connection must not be reused (an error, a timeout, a 421).
     broken: bool,
+    /// Came from the pool: the downstream may have closed it meanwhile.
+    pub reused: bool,
+    /// MAIL was accepted and the transaction has not ended yet.
+    in_transaction: bool,
 }
 
 impl Downstream {
@@ -79,20 +84,12 @@ impl Downstream {
         })
     }
 
-    /// Starts a transaction: a pooled or new connection, then MAIL FROM.
-    /// Returns the connection and the downstream's answer to MAIL.
-    pub async fn begin(&self, mail_from: &str) -> Result<(Connection, Reply), RelayError> {
-        if let Some(mut conn) = self.take_idle() {
-            match conn.command(mail_from).await {
-                // A pooled connection the downstream closed meanwhile fails here; the sender
-                // should not notice, so try once more on a fresh one.
-                Ok(reply) if reply.code != 421 => return Ok((conn, reply)),
-                Ok(_) | Err(_) => tracing::debug!("pooled downstream connection was stale"),
-            }
+    /// A connection for a new transaction: a pooled one if any, else a new one.
+    pub async fn checkout(&self) -> Result<Connection, RelayError> {
+        match self.take_idle() {
+            Some(conn) => Ok(conn),
+            None => self.connect().await,
         }
-        let mut conn = self.connect().await?;
-        let reply = conn.command(mail_from).await?;
-        Ok((conn, reply))
     }
 
     /// Ends a transaction: the connection returns to the pool if it is healthy.
@@ -110,24 +107,29 @@ impl Downstream {
         }
     }
 
-    /// Ends a transaction without a message: RSET, then back to the pool if that worked.
-    pub async fn release_after_rset(&self, mut conn: Connection) {
-        if let Ok(reply) = conn.command("RSET").await
-            && reply.is_positive()
-        {
-            self.release(conn);
+    /// Ends a transaction however far it got: RSET if MAIL was accepted, then back to the pool.
+    pub async fn finish(&self, mut conn: Connection) {
+        if conn.in_transaction {
+            match conn.command("RSET").await {
+                Ok(reply) if reply.is_positive() => conn.in_transaction = false,
+                _ => return,
+            }
         }
+        self.release(conn);
     }
 
     fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().expect("pool lock");
         let max_age = self.settings.pool_idle_timeout;
         idle.retain(|(_, since)| since.elapsed() < max_age);
-        idle.pop().map(|(conn, _)| conn)
+        idle.pop().map(|(mut conn, _)| {
+            conn.reused = true;
+            conn
+        })
     }
 
     /// Opens a connection: greeting, EHLO, STARTTLS when offered (or required), EHLO again.
-    async fn connect(&self) -> Result<Connection, RelayError> {
+    pub async fn connect(&self) -> Result<Connection, RelayError> {
         let s = &self.settings;
         let tcp = tokio::time::timeout(s.connect_timeout, TcpStream::connect(&s.address))
             .await
@@ -145,6 +147,8 @@ impl Downstream {
             command_timeout: s.command_timeout,
             data_timeout: s.data_timeout,
             broken: false,
+            reused: false,
+            in_transaction: false,
         };
         let greeting = conn.read_reply(s.command_timeout).await?;
         if !greeting.is_positive() {
@@ -175,6 +179,34 @@ impl Downstream {
 }
 
 impl Connection {
+    /// MAIL and the first RCPT in one write when the downstream takes PIPELINING (RFC 2920),
+    /// saving a round trip per message. The RCPT reply is `None` when MAIL was refused
+    /// without pipelining (RCPT was then not sent).
+    pub async fn mail_and_rcpt(
+        &mut self,
+        mail: &str,
+        rcpt: &str,
+    ) -> Result<(Reply, Option<Reply>), RelayError> {
+        if !self.capabilities.pipelining {
+            let mail_reply = self.command(mail).await?;
+            self.in_transaction = mail_reply.is_positive();
+            if !mail_reply.is_positive() {
+                return Ok((mail_reply, None));
+            }
+            let rcpt_reply = self.command(rcpt).await?;
+            return Ok((mail_reply, Some(rcpt_reply)));
+        }
+        self.write(format!("{mail}\r\n{rcpt}\r\n").as_bytes())
+            .await?;
+        let mail_reply = self.read_reply(self.command_timeout).await?;
+        let rcpt_reply = self.read_reply(self.command_timeout).await?;
+        self.in_transaction = mail_reply.is_positive();
+        if mail_reply.code == 421 || rcpt_reply.code == 421 {
+            self.broken = true;
+        }
+        Ok((mail_reply, Some(rcpt_reply)))
+    }
+
     /// Sends one command line (without CRLF) and reads the reply.
     pub async fn command(&mut self, line: &str) -> Result<Reply, RelayError> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
@@ -193,30 +225,45 @@ impl Connection {
     pub async fn data(
         &mut self,
         header: &[u8],
-        body: &mut (impl AsyncRead + Unpin),
+        body: SpoolReader<'_>,
     ) -> Result<Reply, RelayError> {
         let reply = self.command("DATA").await?;
         if reply.code != 354 {
             return Ok(reply);
         }
         let mut stuffer = DotStuffer::default();
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut out = Vec::with_capacity(header.len() + 64 * 1024);
         stuffer.push(header, &mut out);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if out.len() >= 32 * 1024 {
-                self.write(&out).await?;
-                out.clear();
+        match body {
+            // In memory: stuff it straight from the spool, no copy through a read buffer.
+            SpoolReader::Memory(bytes) => {
+                for piece in bytes.chunks(64 * 1024) {
+                    if out.len() >= 64 * 1024 {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
+                    stuffer.push(piece, &mut out);
+                }
             }
-            let n = body.read(&mut chunk).await?;
-            if n == 0 {
-                break;
+            SpoolReader::File(mut file) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = file.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    if out.len() >= 64 * 1024 {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
+                    stuffer.push(&chunk[..n], &mut out);
+                }
             }
-            stuffer.push(&chunk[..n], &mut out);
         }
         stuffer.finish(&mut out);
         self.write(&out).await?;
         let reply = self.read_reply(self.data_timeout).await?;
+        self.in_transaction = false;
         if reply.code == 421 {
             self.broken = true;
         }

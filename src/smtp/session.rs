@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::data::{DataReader, Feed};
-use super::relay::{self, RelayError};
+use super::relay;
 use super::reply::Reply;
 use super::spool::Spool;
 use super::{Io, Shared, rewrite};
@@ -34,7 +34,19 @@ struct Transaction {
     symbols: Vec<Symbol>,
     /// The downstream transaction; `None` after the downstream failed mid-transaction.
     downstream: Option<relay::Connection>,
+    /// MAIL FROM as the downstream will get it, and what it said to it so far.
+    mail_command: String,
+    sender: SenderState,
     started: Instant,
+}
+
+/// Where the downstream stands on the envelope sender.
+enum SenderState {
+    /// MAIL not sent yet: it goes with the first RCPT.
+    Pending,
+    Accepted,
+    /// The downstream refused MAIL: every RCPT gets this answer.
+    Refused(Reply),
 }
 
 /// Per-connection state.
@@ -268,47 +280,23 @@ impl Session {
             return Ok(());
         }
 
-        let (mut conn, reply) = match self
-            .shared
-            .downstream
-            .begin(&mail_command(&from, None))
-            .await
-        {
-            Ok(pair) => pair,
+        // The downstream hears MAIL together with the first RCPT (one round trip fewer);
+        // the connection is made now so an unreachable downstream is reported at MAIL.
+        let conn = match self.shared.downstream.checkout().await {
+            Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(client_ip = %self.peer.ip(), %error, "downstream unavailable at MAIL");
                 self.reply(downstream_unavailable());
                 return Ok(());
             }
         };
-        // The first MAIL went out before the capabilities were known (a pooled connection
-        // already knows them); redo it if the parameters must change. This costs one RSET
-        // only for SMTPUTF8/8BITMIME senders on a fresh connection.
-        let reply = if reply.is_positive() && !params_fit(&from, &conn.capabilities) {
-            let line = mail_command(&from, Some(&conn.capabilities));
-            match rset_then(&mut conn, &line).await {
-                Ok(reply) => reply,
-                Err(error) => {
-                    tracing::warn!(%error, "downstream failed at MAIL");
-                    self.reply(downstream_unavailable());
-                    return Ok(());
-                }
-            }
-        } else {
-            reply
-        };
         if smtputf8 && !conn.capabilities.smtputf8 && !from.address.is_ascii() {
-            self.shared.downstream.release_after_rset(conn).await;
+            self.shared.downstream.finish(conn).await;
             self.reply(Reply::new(
                 553,
                 (5, 6, 7),
                 "The destination cannot take UTF-8 addresses",
             ));
-            return Ok(());
-        }
-        if !reply.is_positive() {
-            self.shared.downstream.release_after_rset(conn).await;
-            self.reply(reply);
             return Ok(());
         }
         self.tx = Some(Transaction {
@@ -319,10 +307,12 @@ impl Session {
                 .cloned()
                 .chain(outcome.symbols)
                 .collect(),
+            mail_command: mail_command(&from, &conn.capabilities),
+            sender: SenderState::Pending,
             downstream: Some(conn),
             started: Instant::now(),
         });
-        self.reply(reply);
+        self.reply(Reply::new(250, (2, 1, 0), "Sender OK"));
         Ok(())
     }
 
@@ -365,7 +355,37 @@ impl Session {
             self.reply(downstream_unavailable());
             return Ok(());
         };
-        match conn.command(&format!("RCPT TO:<{}>", to.address)).await {
+        let rcpt_command = format!("RCPT TO:<{}>", to.address);
+        let answer = match &tx.sender {
+            SenderState::Refused(reply) => Ok(reply.clone()),
+            SenderState::Accepted => conn.command(&rcpt_command).await,
+            SenderState::Pending => {
+                let mut sent = conn.mail_and_rcpt(&tx.mail_command, &rcpt_command).await;
+                if sent.is_err() && conn.reused {
+                    // The pooled connection was closed by the downstream meanwhile; the
+                    // sender should not notice, so once more on a fresh one.
+                    tracing::debug!("pooled downstream connection was stale");
+                    match self.shared.downstream.connect().await {
+                        Ok(fresh) => {
+                            *conn = fresh;
+                            sent = conn.mail_and_rcpt(&tx.mail_command, &rcpt_command).await;
+                        }
+                        Err(error) => sent = Err(error),
+                    }
+                }
+                sent.map(|(mail_reply, rcpt_reply)| match rcpt_reply {
+                    Some(rcpt_reply) if mail_reply.is_positive() => {
+                        tx.sender = SenderState::Accepted;
+                        rcpt_reply
+                    }
+                    _ => {
+                        tx.sender = SenderState::Refused(mail_reply.clone());
+                        mail_reply
+                    }
+                })
+            }
+        };
+        match answer {
             Ok(reply) => {
                 if reply.is_positive() {
                     tx.envelope.recipients.push(to.address);
@@ -406,7 +426,7 @@ impl Session {
         let reply = self.deliver(&mut tx, received).await;
         self.reply(reply);
         if let Some(conn) = tx.downstream.take() {
-            self.shared.downstream.release_after_rset(conn).await;
+            self.shared.downstream.finish(conn).await;
         }
         Ok(())
     }
@@ -538,7 +558,7 @@ impl Session {
                     &pipeline.policy().subject_prefix,
                     original_header,
                 );
-                relay_message(tx, &header, spool, header_len).await
+                relay_message(&self.shared.downstream, tx, &header, spool, header_len).await
             }
             Action::Quarantine => {
                 let record = HoldRecord {
@@ -631,7 +651,7 @@ impl Session {
         if let Some(mut tx) = self.tx.take()
             && let Some(conn) = tx.downstream.take()
         {
-            self.shared.downstream.release_after_rset(conn).await;
+            self.shared.downstream.finish(conn).await;
         }
     }
 
@@ -745,8 +765,10 @@ impl Session {
     }
 }
 
-/// Sends the stamped header and the original body to the downstream.
+/// Sends the stamped header and the original body to the downstream. Whatever the downstream
+/// answered, its transaction is over, so the connection goes back to the pool without RSET.
 async fn relay_message(
+    downstream: &relay::Downstream,
     tx: &mut Transaction,
     header: &[u8],
     spool: &Spool,
@@ -755,15 +777,20 @@ async fn relay_message(
     let Some(conn) = tx.downstream.as_mut() else {
         return downstream_unavailable();
     };
-    let mut body = match spool.reader(body_offset).await {
+    let body = match spool.reader(body_offset).await {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, "cannot read spool");
             return Reply::new(451, (4, 3, 0), "Local problem, try again later");
         }
     };
-    match conn.data(header, &mut body).await {
-        Ok(reply) => reply,
+    match conn.data(header, body).await {
+        Ok(reply) => {
+            if let Some(conn) = tx.downstream.take() {
+                downstream.release(conn);
+            }
+            reply
+        }
         Err(error) => {
             tracing::warn!(%error, "downstream failed during DATA");
             tx.downstream = None;
@@ -782,28 +809,15 @@ struct ReceivedData {
 }
 
 /// The MAIL command for the downstream, with the parameters it can take.
-fn mail_command(from: &smtp_proto::MailFrom<String>, caps: Option<&relay::Capabilities>) -> String {
+fn mail_command(from: &smtp_proto::MailFrom<String>, caps: &relay::Capabilities) -> String {
     let mut line = format!("MAIL FROM:<{}>", from.address);
-    let eight_bit = caps.is_none_or(|c| c.eight_bit_mime);
-    let utf8 = caps.is_none_or(|c| c.smtputf8);
-    if from.flags & MAIL_BODY_8BITMIME != 0 && eight_bit {
+    if from.flags & MAIL_BODY_8BITMIME != 0 && caps.eight_bit_mime {
         line.push_str(" BODY=8BITMIME");
     }
-    if from.flags & MAIL_SMTPUTF8 != 0 && utf8 {
+    if from.flags & MAIL_SMTPUTF8 != 0 && caps.smtputf8 {
         line.push_str(" SMTPUTF8");
     }
     line
-}
-
-/// Would `mail_command(from, None)` send a parameter these capabilities lack?
-fn params_fit(from: &smtp_proto::MailFrom<String>, caps: &relay::Capabilities) -> bool {
-    (from.flags & MAIL_BODY_8BITMIME == 0 || caps.eight_bit_mime)
-        && (from.flags & MAIL_SMTPUTF8 == 0 || caps.smtputf8)
-}
-
-async fn rset_then(conn: &mut relay::Connection, line: &str) -> Result<Reply, RelayError> {
-    conn.command("RSET").await?;
-    conn.command(line).await
 }
 
 fn downstream_unavailable() -> Reply {

@@ -32,6 +32,8 @@ pub struct SinkBehavior {
     pub rcpt_reply: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// Wait this long before answering the end of DATA.
     pub data_reply_delay: Duration,
+    /// Close the connection right after each delivery (a downstream with a short idle timeout).
+    pub close_after_delivery: bool,
 }
 
 impl Default for SinkBehavior {
@@ -47,6 +49,7 @@ impl Default for SinkBehavior {
                 }
             }),
             data_reply_delay: Duration::ZERO,
+            close_after_delivery: false,
         }
     }
 }
@@ -128,7 +131,11 @@ async fn sink_session(
         } else if upper.starts_with("MAIL FROM:") {
             mail_from = angle(&text);
             rcpt_to.clear();
-            "250 2.1.0 Sender OK".to_string()
+            if mail_from.starts_with("blocked") {
+                "550 5.7.1 Sender blocked".to_string()
+            } else {
+                "250 2.1.0 Sender OK".to_string()
+            }
         } else if upper.starts_with("RCPT TO:") {
             let addr = angle(&text);
             let reply = (behavior.rcpt_reply)(&addr);
@@ -160,6 +167,10 @@ async fn sink_session(
                 rcpt_to: std::mem::take(&mut rcpt_to),
                 data,
             });
+            if behavior.close_after_delivery {
+                let _ = stream.write_all(b"250 2.6.0 Queued mail for delivery\r\n").await;
+                return;
+            }
             "250 2.6.0 Queued mail for delivery".to_string()
         } else if upper == "RSET" {
             rcpt_to.clear();

@@ -1,0 +1,274 @@
+//! Proxy benchmark: Postfix's `smtp-source` → Kala → `smtp-sink`, against `smtp-source` →
+//! `smtp-sink` directly, in the same run. Prints figures; asserts nothing.
+//!
+//! Run: `cargo bench --bench proxy` (needs `apt-get install postfix`; see README).
+//! Options through the environment: KALA_BENCH_MESSAGES (default 10000), KALA_BENCH_ROUNDS
+//! (default 3; the median round is reported), KALA_BENCH_SESSIONS (default 20).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn tool(name: &str) -> String {
+    for dir in ["/usr/sbin", "/usr/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path.display().to_string();
+        }
+    }
+    eprintln!("`{name}` is missing: apt-get install postfix");
+    std::process::exit(2);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never started listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// /proc/PID/status field in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User+system CPU time of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks * 10 // USER_HZ is 100 on Linux
+}
+
+/// One smtp-source run; returns messages per second.
+fn source_run(target: SocketAddr, sessions: usize, messages: usize, size: usize) -> f64 {
+    let started = Instant::now();
+    let out = Command::new(tool("smtp-source"))
+        .args([
+            "-4",
+            "-s",
+            &sessions.to_string(),
+            "-m",
+            &messages.to_string(),
+            "-l",
+            &size.to_string(),
+        ])
+        .args([
+            "-f",
+            "bench@sender.example",
+            "-t",
+            "it@prokuroria.example",
+            "-M",
+            "sender.example",
+        ])
+        .arg(target.to_string())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        eprintln!(
+            "smtp-source failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::process::exit(1);
+    }
+    messages as f64 / elapsed
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Sequential transactions (connect, EHLO, MAIL, RCPT, DATA, QUIT), each timed, in ms.
+fn latencies(target: SocketAddr, count: usize, size: usize) -> Vec<f64> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut body = String::from(
+        "From: bench@sender.example\r\nTo: it@prokuroria.example\r\nSubject: latency\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <lat@sender.example>\r\n\r\n",
+    );
+    while body.len() < size {
+        body.push_str("The quick brown fox jumps over the lazy dog, again and again.\r\n");
+    }
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let stream = TcpStream::connect(target).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let expect = |reader: &mut BufReader<TcpStream>, code: &str| loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with(code), "expected {code}, got {line}");
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break;
+            }
+        };
+        expect(&mut reader, "220");
+        writer.write_all(b"EHLO bench.example\r\n").unwrap();
+        expect(&mut reader, "250");
+        writer
+            .write_all(
+                b"MAIL FROM:<bench@sender.example>\r\nRCPT TO:<it@prokuroria.example>\r\nDATA\r\n",
+            )
+            .unwrap();
+        expect(&mut reader, "250");
+        expect(&mut reader, "250");
+        expect(&mut reader, "354");
+        writer.write_all(body.as_bytes()).unwrap();
+        writer.write_all(b".\r\nQUIT\r\n").unwrap();
+        expect(&mut reader, "250");
+        expect(&mut reader, "221");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
+    let messages = env_or("KALA_BENCH_MESSAGES", 10_000);
+    let rounds = env_or("KALA_BENCH_ROUNDS", 3).max(1);
+    let sessions = env_or("KALA_BENCH_SESSIONS", 20);
+    let work = tempfile::tempdir().unwrap();
+
+    let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _sink = Killed(
+        Command::new(tool("smtp-sink"))
+            .args(["-4", "-u", "nobody", "-m", "512"])
+            .arg(sink_addr.to_string())
+            .arg("1024")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(sink_addr);
+
+    let kala_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = work.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[smtp]\nlisten = [\"{kala_addr}\"]\nmax_connections = 2000\nmax_connections_per_ip = 2000\n[downstream]\naddress = \"{sink_addr}\"\npool_size = 64\n[log]\nlevel = \"info\"\n",
+            work.path().join("var").display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(work.path().join("kala.log")).unwrap();
+    let kala = Killed(
+        Command::new(env!("CARGO_BIN_EXE_kala"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = kala.0.id();
+    wait_listening(kala_addr);
+
+    println!(
+        "Kala proxy benchmark: {messages} messages, {sessions} parallel sessions, median of {rounds} rounds"
+    );
+    println!(
+        "(smtp-source -> Kala -> smtp-sink vs smtp-source -> smtp-sink, same machine, same run)\n"
+    );
+    println!(
+        "{:>8} | {:>12} | {:>12} | {:>6} | {:>14} | {:>14}",
+        "size", "direct msg/s", "Kala msg/s", "ratio", "Kala CPU ms/msg", "Kala peak RSS"
+    );
+    for size in [5 * 1024, 100 * 1024] {
+        let mut direct = Vec::new();
+        let mut proxied = Vec::new();
+        let cpu_before = cpu_ms(pid);
+        for _ in 0..rounds {
+            direct.push(source_run(sink_addr, sessions, messages, size));
+            proxied.push(source_run(kala_addr, sessions, messages, size));
+        }
+        let cpu_per_msg = (cpu_ms(pid) - cpu_before) as f64 / (messages * rounds) as f64;
+        let (d, k) = (median(direct), median(proxied));
+        println!(
+            "{:>6}KiB | {:>12.0} | {:>12.0} | {:>5.0}% | {:>15.3} | {:>10.1} MiB",
+            size / 1024,
+            d,
+            k,
+            100.0 * k / d,
+            cpu_per_msg,
+            status_kib(pid, "VmHWM:") as f64 / 1024.0
+        );
+    }
+
+    let n = messages.min(1000);
+    let direct = latencies(sink_addr, n, 5 * 1024);
+    let proxied = latencies(kala_addr, n, 5 * 1024);
+    println!("\nTime per transaction, 5 KiB, {n} sequential connections (connect to QUIT):");
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (d, k) = (percentile(&direct, p), percentile(&proxied, p));
+        println!(
+            "  {label}: direct {d:.3} ms, through Kala {k:.3} ms, added {:.3} ms",
+            k - d
+        );
+    }
+
+    let idle_count = 500;
+    let before = status_kib(pid, "VmRSS:");
+    let mut idle = Vec::with_capacity(idle_count);
+    for _ in 0..idle_count {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = TcpStream::connect(kala_addr).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("220"), "idle connection refused: {line}");
+        stream.write_all(b"EHLO idle.example\r\n").unwrap();
+        idle.push((stream, reader));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "\nRSS with {idle_count} idle connections open: {:.1} MiB (before opening them: {:.1} MiB); peak RSS over the whole run: {:.1} MiB",
+        status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        before as f64 / 1024.0,
+        status_kib(pid, "VmHWM:") as f64 / 1024.0
+    );
+    drop(idle);
+    drop(kala);
+}

@@ -94,7 +94,10 @@ impl Session {
         let _ = self.dialogue().await;
         let _ = self.flush().await;
         self.abort_transaction().await;
-        let _ = self.io.shutdown().await;
+        if self.tls.is_some() {
+            // TLS wants its close_notify; plain TCP is closed by the drop, one syscall fewer.
+            let _ = self.io.shutdown().await;
+        }
     }
 
     async fn dialogue(&mut self) -> Result<(), Closed> {

@@ -517,6 +517,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_container_config_parses() {
+        let s = Settings::parse(include_str!("../docker/kala.toml"), "docker/kala.toml")
+            .expect("parses");
+        assert_eq!(s.downstream.address, "sink:25");
+    }
+
+    #[test]
     fn unknown_key_names_key_and_file() {
         let err = Settings::parse("[smtp]\nmax_recipents = 5\n", "/etc/kala.toml").unwrap_err();
         let text = err.to_string();

@@ -819,7 +819,11 @@ async fn a_pooled_connection_the_downstream_closed_is_replaced_unnoticed() {
         let r = kala
             .client()
             .await
-            .send_mail("a@sender.example", &["it@prokuroria.example"], &clean_message(&format!("m{i}"), "x\r\n"))
+            .send_mail(
+                "a@sender.example",
+                &["it@prokuroria.example"],
+                &clean_message(&format!("m{i}"), "x\r\n"),
+            )
             .await;
         assert!(r.starts_with("250"), "message {i}: {r}");
     }
@@ -831,13 +835,35 @@ async fn a_sender_the_downstream_refuses_is_refused_at_rcpt() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client = kala.client().await;
-    assert!(client.cmd("EHLO client.example.org").await.starts_with("250"));
-    assert!(client.cmd("MAIL FROM:<blocked@sender.example>").await.starts_with("250"));
-    assert_eq!(client.cmd("RCPT TO:<it@prokuroria.example>").await, "550 5.7.1 Sender blocked");
-    assert_eq!(client.cmd("RCPT TO:<ops@prokuroria.example>").await, "550 5.7.1 Sender blocked");
+    assert!(
+        client
+            .cmd("EHLO client.example.org")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        client
+            .cmd("MAIL FROM:<blocked@sender.example>")
+            .await
+            .starts_with("250")
+    );
+    assert_eq!(
+        client.cmd("RCPT TO:<it@prokuroria.example>").await,
+        "550 5.7.1 Sender blocked"
+    );
+    assert_eq!(
+        client.cmd("RCPT TO:<ops@prokuroria.example>").await,
+        "550 5.7.1 Sender blocked"
+    );
     assert!(client.cmd("DATA").await.starts_with("554 5.5.1"));
     // After RSET the same connection works for a good sender.
     assert!(client.cmd("RSET").await.starts_with("250"));
-    let r = client.send_mail("ana@sender.example", &["it@prokuroria.example"], &clean_message("ok", "x\r\n")).await;
+    let r = client
+        .send_mail(
+            "ana@sender.example",
+            &["it@prokuroria.example"],
+            &clean_message("ok", "x\r\n"),
+        )
+        .await;
     assert!(r.starts_with("250"), "{r}");
 }

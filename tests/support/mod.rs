@@ -168,7 +168,9 @@ async fn sink_session(
                 data,
             });
             if behavior.close_after_delivery {
-                let _ = stream.write_all(b"250 2.6.0 Queued mail for delivery\r\n").await;
+                let _ = stream
+                    .write_all(b"250 2.6.0 Queued mail for delivery\r\n")
+                    .await;
                 return;
             }
             "250 2.6.0 Queued mail for delivery".to_string()

@@ -867,3 +867,90 @@ async fn a_sender_the_downstream_refuses_is_refused_at_rcpt() {
         .await;
     assert!(r.starts_with("250"), "{r}");
 }
+
+/// Kala in front of Kala: the inner one offers STARTTLS with its self-signed certificate, the
+/// outer one must use it, verifying against that certificate (`tls = "required"`).
+#[tokio::test]
+async fn downstream_starttls_verified_against_a_trusted_ca() {
+    let sink = Sink::start().await;
+    let inner = Kala::start(sink.addr, &[]).await;
+    let ca = inner.data_dir.path().join("tls/cert.pem");
+    let ca_line = format!("ca_file = {:?}", ca.display().to_string());
+    let outer = Kala::start(
+        inner.addr,
+        &[
+            ("downstream", "tls = \"required\""),
+            ("downstream", &ca_line),
+            ("downstream", "tls_server_name = \"kala.test\""),
+        ],
+    )
+    .await;
+    let r = outer
+        .client()
+        .await
+        .send_mail(
+            "a@sender.example",
+            &["it@prokuroria.example"],
+            &clean_message("via tls", "x\r\n"),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let data = String::from_utf8(sink.wait_for(1).await[0].data.clone()).unwrap();
+    // The inner Kala's Received header says the outer one reached it over TLS.
+    assert!(
+        data.starts_with("Received: from kala.test ([127.0.0.1]) (using TLSv1.3)"),
+        "{data}"
+    );
+
+    // A CA that did not issue the downstream's certificate: no TLS, so no relay; 451.
+    let other = Kala::start(sink.addr, &[]).await;
+    let wrong_ca = format!(
+        "ca_file = {:?}",
+        other
+            .data_dir
+            .path()
+            .join("tls/cert.pem")
+            .display()
+            .to_string()
+    );
+    let strict = Kala::start(
+        inner.addr,
+        &[
+            ("downstream", "tls = \"required\""),
+            ("downstream", &wrong_ca),
+            ("downstream", "tls_server_name = \"kala.test\""),
+        ],
+    )
+    .await;
+    let mut client = strict.client().await;
+    assert!(
+        client
+            .cmd("EHLO client.example.org")
+            .await
+            .starts_with("250")
+    );
+    let r = client.cmd("MAIL FROM:<a@sender.example>").await;
+    assert!(r.starts_with("451 4.4.1"), "{r}");
+}
+
+#[tokio::test]
+async fn downstream_opportunistic_tls_accepts_a_self_signed_certificate() {
+    let sink = Sink::start().await;
+    let inner = Kala::start(sink.addr, &[]).await;
+    let outer = Kala::start(inner.addr, &[("downstream", "tls = \"opportunistic\"")]).await;
+    let r = outer
+        .client()
+        .await
+        .send_mail(
+            "a@sender.example",
+            &["it@prokuroria.example"],
+            &clean_message("opportunistic", "x\r\n"),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let data = String::from_utf8(sink.wait_for(1).await[0].data.clone()).unwrap();
+    assert!(
+        data.contains("(using TLSv1.3)\r\n\tby kala.test (Kala) with ESMTPS"),
+        "{data}"
+    );
+}

@@ -74,9 +74,15 @@ fn cpu_ms(pid: u32) -> u64 {
 }
 
 /// One smtp-source run; returns messages per second.
-fn source_run(target: SocketAddr, sessions: usize, messages: usize, size: usize) -> f64 {
+fn source_run(
+    target: SocketAddr,
+    sessions: usize,
+    messages: usize,
+    size: usize,
+    cpu: Option<&str>,
+) -> f64 {
     let started = Instant::now();
-    let out = Command::new(tool("smtp-source"))
+    let out = command(&tool("smtp-source"), cpu)
         .args([
             "-4",
             "-s",
@@ -162,16 +168,32 @@ fn latencies(target: SocketAddr, count: usize, size: usize) -> Vec<f64> {
     times
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
-    let messages = env_or("KALA_BENCH_MESSAGES", 10_000);
-    let rounds = env_or("KALA_BENCH_ROUNDS", 3).max(1);
-    let sessions = env_or("KALA_BENCH_SESSIONS", 20);
-    let work = tempfile::tempdir().unwrap();
+/// The sink and Kala, started for one CPU layout.
+struct Setup {
+    sink_addr: SocketAddr,
+    kala_addr: SocketAddr,
+    pid: u32,
+    _sink: Killed,
+    _kala: Killed,
+}
 
+/// With `pin`, the load generator and the sink share CPU 0 and Kala has CPU 1, as if Kala ran on
+/// a host of its own; without it, all three share both CPUs.
+fn command(program: &str, pin: Option<&str>) -> Command {
+    match pin {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn start(work: &Path, pin: bool) -> Setup {
     let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _sink = Killed(
-        Command::new(tool("smtp-sink"))
+    let sink = Killed(
+        command(&tool("smtp-sink"), pin.then_some("0"))
             .args(["-4", "-u", "nobody", "-m", "512"])
             .arg(sink_addr.to_string())
             .arg("1024")
@@ -181,20 +203,19 @@ fn main() {
             .unwrap(),
     );
     wait_listening(sink_addr);
-
     let kala_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = work.path().join("kala.toml");
+    let config = work.join("kala.toml");
     std::fs::write(
         &config,
         format!(
             "data_dir = {:?}\n[smtp]\nlisten = [\"{kala_addr}\"]\nmax_connections = 2000\nmax_connections_per_ip = 2000\n[downstream]\naddress = \"{sink_addr}\"\npool_size = 64\n[log]\nlevel = \"info\"\n",
-            work.path().join("var").display().to_string()
+            work.join("var").display().to_string()
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(work.path().join("kala.log")).unwrap();
+    let log = std::fs::File::create(work.join("kala.log")).unwrap();
     let kala = Killed(
-        Command::new(env!("CARGO_BIN_EXE_kala"))
+        command(env!("CARGO_BIN_EXE_kala"), pin.then_some("1"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -205,38 +226,84 @@ fn main() {
     );
     let pid = kala.0.id();
     wait_listening(kala_addr);
+    // With taskset, the child's pid is taskset's, which exec'd into Kala: the same process.
+    Setup {
+        sink_addr,
+        kala_addr,
+        pid,
+        _sink: sink,
+        _kala: kala,
+    }
+}
+
+fn main() {
+    let messages = env_or("KALA_BENCH_MESSAGES", 10_000);
+    let rounds = env_or("KALA_BENCH_ROUNDS", 3).max(1);
+    let sessions = env_or("KALA_BENCH_SESSIONS", 20);
+    let work = tempfile::tempdir().unwrap();
 
     println!(
         "Kala proxy benchmark: {messages} messages, {sessions} parallel sessions, median of {rounds} rounds"
     );
     println!(
-        "(smtp-source -> Kala -> smtp-sink vs smtp-source -> smtp-sink, same machine, same run)\n"
+        "(smtp-source -> Kala -> smtp-sink vs smtp-source -> smtp-sink, same machine, same run)"
     );
-    println!(
-        "{:>8} | {:>12} | {:>12} | {:>6} | {:>14} | {:>14}",
-        "size", "direct msg/s", "Kala msg/s", "ratio", "Kala CPU ms/msg", "Kala peak RSS"
-    );
-    for size in [5 * 1024, 100 * 1024] {
-        let mut direct = Vec::new();
-        let mut proxied = Vec::new();
-        let cpu_before = cpu_ms(pid);
-        for _ in 0..rounds {
-            direct.push(source_run(sink_addr, sessions, messages, size));
-            proxied.push(source_run(kala_addr, sessions, messages, size));
-        }
-        let cpu_per_msg = (cpu_ms(pid) - cpu_before) as f64 / (messages * rounds) as f64;
-        let (d, k) = (median(direct), median(proxied));
+    for pin in [false, true] {
+        let setup = start(work.path(), pin);
+        let source_cpu = pin.then_some("0");
         println!(
-            "{:>6}KiB | {:>12.0} | {:>12.0} | {:>5.0}% | {:>15.3} | {:>10.1} MiB",
-            size / 1024,
-            d,
-            k,
-            100.0 * k / d,
-            cpu_per_msg,
-            status_kib(pid, "VmHWM:") as f64 / 1024.0
+            "\n{}",
+            if pin {
+                "Layout B: smtp-source and smtp-sink on CPU 0, Kala alone on CPU 1"
+            } else {
+                "Layout A: smtp-source, smtp-sink and Kala all sharing both CPUs"
+            }
         );
+        println!(
+            "{:>8} | {:>12} | {:>12} | {:>6} | {:>15} | {:>14}",
+            "size", "direct msg/s", "Kala msg/s", "ratio", "Kala CPU ms/msg", "Kala peak RSS"
+        );
+        for size in [5 * 1024, 100 * 1024] {
+            let mut direct = Vec::new();
+            let mut proxied = Vec::new();
+            let cpu_before = cpu_ms(setup.pid);
+            for _ in 0..rounds {
+                direct.push(source_run(
+                    setup.sink_addr,
+                    sessions,
+                    messages,
+                    size,
+                    source_cpu,
+                ));
+                proxied.push(source_run(
+                    setup.kala_addr,
+                    sessions,
+                    messages,
+                    size,
+                    source_cpu,
+                ));
+            }
+            let cpu_per_msg = (cpu_ms(setup.pid) - cpu_before) as f64 / (messages * rounds) as f64;
+            let (d, k) = (median(direct), median(proxied));
+            println!(
+                "{:>6}KiB | {:>12.0} | {:>12.0} | {:>5.0}% | {:>15.3} | {:>10.1} MiB",
+                size / 1024,
+                d,
+                k,
+                100.0 * k / d,
+                cpu_per_msg,
+                status_kib(setup.pid, "VmHWM:") as f64 / 1024.0
+            );
+        }
+        if pin {
+            break;
+        }
+        latency_and_idle(&setup, messages);
     }
+}
 
+fn latency_and_idle(setup: &Setup, messages: usize) {
+    let (sink_addr, kala_addr, pid) = (setup.sink_addr, setup.kala_addr, setup.pid);
     let n = messages.min(1000);
     let direct = latencies(sink_addr, n, 5 * 1024);
     let proxied = latencies(kala_addr, n, 5 * 1024);
@@ -264,11 +331,9 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     println!(
-        "\nRSS with {idle_count} idle connections open: {:.1} MiB (before opening them: {:.1} MiB); peak RSS over the whole run: {:.1} MiB",
+        "\nRSS with {idle_count} idle connections open: {:.1} MiB (before opening them: {:.1} MiB); peak RSS so far: {:.1} MiB",
         status_kib(pid, "VmRSS:") as f64 / 1024.0,
         before as f64 / 1024.0,
         status_kib(pid, "VmHWM:") as f64 / 1024.0
     );
-    drop(idle);
-    drop(kala);
 }

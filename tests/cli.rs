@@ -243,6 +243,7 @@ async fn serve_logs_one_json_line_per_message() {
         "score",
         "symbols",
         "action",
+        "reason",
         "reply",
         "ms",
     ] {

@@ -476,7 +476,13 @@ impl Session {
         let settings = &self.shared.settings;
         let envelope = &tx.envelope;
         let early = |reason: &str, reply: Reply| {
-            log_refused(envelope, data.size, reason, &reply, tx.started);
+            log_message(
+                envelope,
+                data.size,
+                Outcome::Refused(reason),
+                &reply,
+                tx.started,
+            );
             reply
         };
         if data.oversized {
@@ -600,7 +606,13 @@ impl Session {
                 "Message could not be checked now, try again later",
             ),
         };
-        log_verdict(&tx.envelope, spool.len(), &verdict, &reply, tx.started);
+        log_message(
+            &tx.envelope,
+            spool.len(),
+            Outcome::Decided(&verdict),
+            &reply,
+            tx.started,
+        );
         reply
     }
 
@@ -917,14 +929,32 @@ fn owned_request(request: Request<Cow<'_, str>>) -> Request<String> {
     }
 }
 
-/// The one log line per message.
-fn log_verdict(
+/// How a message ended, for its log line.
+enum Outcome<'a> {
+    /// Scanned and decided.
+    Decided(&'a Verdict),
+    /// Refused before scanning (size, bare line ends, header size, spool trouble).
+    Refused(&'a str),
+}
+
+/// The one log line per message: the same fields whatever happened, so log tools can rely on
+/// them (`reason` is `scanned` when a verdict decided).
+fn log_message(
     envelope: &Envelope,
     size: usize,
-    verdict: &Verdict,
+    outcome: Outcome<'_>,
     reply: &Reply,
     started: Instant,
 ) {
+    let (score, symbols, action, reason) = match outcome {
+        Outcome::Decided(v) => (v.score, v.symbol_list(), v.action.to_string(), "scanned"),
+        Outcome::Refused(reason) => (
+            0.0,
+            String::new(),
+            refused_action(reply).to_string(),
+            reason,
+        ),
+    };
     tracing::info!(
         target: "kala::message",
         queue_id = %envelope.queue_id,
@@ -933,29 +963,21 @@ fn log_verdict(
         sender = %envelope.sender,
         recipients = %envelope.recipients.join(","),
         size,
-        score = verdict.score,
-        symbols = %verdict.symbol_list(),
-        action = %verdict.action,
+        score,
+        symbols = %symbols,
+        action = %action,
+        reason,
         reply = %reply,
         ms = started.elapsed().as_millis() as u64,
         "message"
     );
 }
 
-/// The log line for a message refused before it could be scanned.
-fn log_refused(envelope: &Envelope, size: usize, reason: &str, reply: &Reply, started: Instant) {
-    tracing::info!(
-        target: "kala::message",
-        queue_id = %envelope.queue_id,
-        client_ip = %envelope.client_ip,
-        helo = envelope.helo.as_deref().unwrap_or(""),
-        sender = %envelope.sender,
-        recipients = %envelope.recipients.join(","),
-        size,
-        action = "reject",
-        reason,
-        reply = %reply,
-        ms = started.elapsed().as_millis() as u64,
-        "message"
-    );
+/// A refusal before scanning is a reject (5xx) or a tempfail (4xx).
+fn refused_action(reply: &Reply) -> Action {
+    if reply.is_transient() {
+        Action::Tempfail
+    } else {
+        Action::Reject
+    }
 }

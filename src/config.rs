@@ -34,7 +34,15 @@ struct RawConfig {
     downstream: RawDownstream,
     scan: RawScan,
     policy: RawPolicy,
+    rules: RawRules,
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRules {
+    dirs: Option<Vec<PathBuf>>,
+    language: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,7 +155,16 @@ pub struct Settings {
     pub downstream: DownstreamSettings,
     pub scan: ScanSettings,
     pub policy: Policy,
+    pub rules: RulesSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    /// Rule directories (or files), read in order; later definitions win.
+    pub dirs: Vec<PathBuf>,
+    /// Language of rule descriptions in headers and logs (`en`, `sq`, `sr`).
+    pub language: String,
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +471,21 @@ impl Settings {
             force_actions,
         };
 
+        let language = raw.rules.language.unwrap_or_else(|| "en".into());
+        if !["en", "sq", "sr"].contains(&language.as_str()) {
+            return Err(fail(
+                "rules.language",
+                format!("`{language}` is not one of en, sq, sr"),
+            ));
+        }
+        let rules = RulesSettings {
+            dirs: raw
+                .rules
+                .dirs
+                .unwrap_or_else(|| vec![PathBuf::from("rules")]),
+            language,
+        };
+
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(fail(
@@ -468,6 +500,7 @@ impl Settings {
             downstream,
             scan,
             policy,
+            rules,
             log: LogSettings {
                 format: raw.log.format.unwrap_or(LogFormat::Text),
                 level,

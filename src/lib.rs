@@ -9,6 +9,7 @@ pub mod config;
 pub mod envelope;
 pub mod message;
 pub mod quarantine;
+pub mod rules;
 pub mod smtp;
 pub mod verdict;
 

@@ -59,6 +59,9 @@ pub struct HtmlPart {
 /// The parsed message. Owned, so it can cross threads and outlive the parse.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Message {
+    /// The bytes parsed (the first `max_scan_size` of the message), for `full` rules.
+    #[serde(skip)]
+    pub raw: Vec<u8>,
     /// Size of the raw message in bytes (all of it, even when only a prefix was parsed).
     pub size: usize,
     /// Only the first `max_scan_size` bytes were parsed.
@@ -79,7 +82,12 @@ pub struct Message {
 impl Message {
     /// Parses `raw` (of which `total_size` bytes arrived in all). Never panics.
     pub fn parse(raw: &[u8], total_size: usize) -> Message {
-        let parsed = catch_unwind(AssertUnwindSafe(|| parse_unguarded(raw)));
+        Message::parse_owned(raw.to_vec(), total_size)
+    }
+
+    /// As [`Message::parse`], keeping `raw` in the view without a copy.
+    pub fn parse_owned(raw: Vec<u8>, total_size: usize) -> Message {
+        let parsed = catch_unwind(AssertUnwindSafe(|| parse_unguarded(&raw)));
         let mut message = match parsed {
             Ok(Some(message)) => message,
             Ok(None) => Message {
@@ -101,6 +109,7 @@ impl Message {
         };
         message.size = total_size;
         message.truncated = raw.len() < total_size;
+        message.raw = raw;
         message
     }
 

@@ -101,7 +101,7 @@ mod tests {
     use crate::message::Message;
 
     async fn names(raw: &[u8]) -> Vec<String> {
-        let m = Message::parse(raw, raw.len());
+        let m = std::sync::Arc::new(Message::parse(raw, raw.len()));
         let e = Envelope::offline("a@example.org", vec![]);
         let ctx = Context {
             phase: Phase::Data,

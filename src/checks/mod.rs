@@ -7,6 +7,7 @@
 
 mod headers;
 mod helo;
+mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::verdict::{Policy, Symbol, Verdict};
 
 pub use headers::HeaderStructure;
 pub use helo::HeloName;
+pub use rules::SpamRules;
 
 /// When in the SMTP dialogue a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,8 @@ pub enum Phase {
 pub struct Context<'a> {
     pub phase: Phase,
     pub envelope: &'a Envelope,
-    pub message: Option<&'a Message>,
+    /// Shared, so a check can hand it to a blocking thread for CPU-heavy work.
+    pub message: Option<&'a Arc<Message>>,
 }
 
 /// A check may refuse outright before DATA (e.g. a blocklisted client).
@@ -86,6 +89,7 @@ const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 /// Every check, the policy, and the bounds for parsing.
 pub struct Pipeline {
     checks: Vec<Arc<dyn Check>>,
+    rules: Arc<SpamRules>,
     policy: Policy,
     check_timeout: Duration,
     max_scan_size: usize,
@@ -97,14 +101,26 @@ pub struct Pipeline {
 impl Pipeline {
     /// The pipeline with Kala's built-in checks.
     pub fn new(settings: &Settings) -> Pipeline {
-        let checks: Vec<Arc<dyn Check>> = vec![Arc::new(HeloName), Arc::new(HeaderStructure)];
+        Pipeline::with_rules(settings, Arc::new(SpamRules::load(&settings.rules)))
+    }
+
+    /// The pipeline with an already loaded rule set (shared with whoever reloads it).
+    pub fn with_rules(settings: &Settings, rules: Arc<SpamRules>) -> Pipeline {
+        let checks: Vec<Arc<dyn Check>> =
+            vec![Arc::new(HeloName), Arc::new(HeaderStructure), rules.clone()];
         Pipeline {
             checks,
+            rules,
             policy: settings.policy.clone(),
             check_timeout: settings.scan.check_timeout,
             max_scan_size: settings.scan.max_scan_size,
             parse_slots: Arc::new(Semaphore::new(settings.scan.workers.max(1))),
         }
+    }
+
+    /// The rule files' check (to explain hits, or to reload).
+    pub fn rules(&self) -> &Arc<SpamRules> {
+        &self.rules
     }
 
     pub fn policy(&self) -> &Policy {
@@ -121,7 +137,7 @@ impl Pipeline {
         &self,
         phase: Phase,
         envelope: &Envelope,
-        message: Option<&Message>,
+        message: Option<&Arc<Message>>,
     ) -> Outcome {
         let ctx = Context {
             phase,
@@ -160,14 +176,15 @@ impl Pipeline {
     pub async fn parse(&self, raw: Vec<u8>, total_size: usize) -> Arc<Message> {
         if raw.len() <= INLINE_PARSE_LIMIT {
             // Tens of microseconds: cheaper here than the hop to a blocking thread and back.
-            return Arc::new(Message::parse(&raw, total_size));
+            return Arc::new(Message::parse_owned(raw, total_size));
         }
         let _slot = self
             .parse_slots
             .acquire()
             .await
             .expect("semaphore never closed");
-        let parsed = tokio::task::spawn_blocking(move || Message::parse(&raw, total_size)).await;
+        let parsed =
+            tokio::task::spawn_blocking(move || Message::parse_owned(raw, total_size)).await;
         Arc::new(parsed.unwrap_or_else(|e| Message {
             parse_error: Some(format!("parse task failed: {e}")),
             size: total_size,
@@ -179,7 +196,7 @@ impl Pipeline {
     pub async fn scan(
         &self,
         envelope: &Envelope,
-        message: &Message,
+        message: &Arc<Message>,
         carried: Vec<Symbol>,
     ) -> Verdict {
         let mut symbols = carried;
@@ -247,7 +264,7 @@ mod tests {
         pipeline.checks = vec![Arc::new(Slow)];
         pipeline.check_timeout = Duration::from_millis(50);
         let envelope = Envelope::offline("a@example.org", vec![]);
-        let message = Message::default();
+        let message = Arc::new(Message::default());
         let verdict = pipeline.scan(&envelope, &message, vec![]).await;
         assert!(
             verdict.symbols.iter().any(|s| s.name == "SLOW_UNCHECKED"),
@@ -259,10 +276,10 @@ mod tests {
     async fn unparseable_message_is_quarantined_by_default() {
         let pipeline = Pipeline::new(&Settings::embedded_defaults());
         let envelope = Envelope::offline("a@example.org", vec![]);
-        let message = Message {
+        let message = Arc::new(Message {
             parse_error: Some("boom".into()),
             ..Message::default()
-        };
+        });
         let verdict = pipeline.scan(&envelope, &message, vec![]).await;
         assert_eq!(verdict.action, crate::verdict::Action::Quarantine);
         assert_eq!(verdict.forced_by.as_deref(), Some("MESSAGE_UNPARSEABLE"));

@@ -1,0 +1,711 @@
+//! The rule language: SpamAssassin `.cf` files, parsed ([`parse`]), translated to Rust regexes
+//! ([`perl`]), compiled into an immutable [`RuleSet`], and evaluated against a message's
+//! [`views`].
+//!
+//! All patterns of one view go into one `RegexSet` used as a prefilter, so each text is scanned
+//! about once per view; only the candidate rules then run their own match (per line, as
+//! SpamAssassin does). Metas are evaluated last, in dependency order.
+
+pub mod expr;
+pub mod parse;
+pub mod perl;
+pub mod views;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use self::expr::{Expr, ExprError};
+use self::parse::{Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, Tflags, View};
+use self::perl::{Engine, PerlPattern};
+use self::views::Views;
+use crate::envelope::Envelope;
+use crate::message::Message;
+
+/// Backtracking steps one fancy-regex match may take before it is abandoned (and counted).
+const BACKTRACK_LIMIT: usize = 200_000;
+/// Compiled size limits for `regex`: SpamAssassin's big rule sets need more than the default.
+const REGEX_SIZE_LIMIT: usize = 64 << 20;
+/// Longest matched text kept for `--explain`.
+const MATCH_EXCERPT: usize = 80;
+
+/// Times a fancy-regex match hit its backtracking limit (process-wide).
+pub static BACKTRACK_LIMIT_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// How a rule matches.
+enum Matcher {
+    Regex(Regex),
+    Fancy(Box<fancy_regex::Regex>),
+    Exists(String),
+    Meta(Expr),
+    /// Not run; the reason is shown by `kala rules check`.
+    Unsupported(String),
+}
+
+struct Rule {
+    name: String,
+    view: Option<View>,
+    matcher: Matcher,
+    header: Option<(HeaderSource, HeaderPart, bool, Option<String>)>,
+    score: f64,
+    descriptions: BTreeMap<String, String>,
+    tflags: Tflags,
+    /// Runs (for metas) but is never reported: `__` sub-rules.
+    silent: bool,
+    /// Scored 0: never runs and counts as not hit, also inside metas (as in SpamAssassin).
+    disabled: bool,
+    file: PathBuf,
+    line: usize,
+}
+
+/// The rules of one view in one prefilter.
+#[derive(Default)]
+struct ViewGroup {
+    set: Option<RegexSet>,
+    /// Rule index for each pattern of the set.
+    set_rules: Vec<usize>,
+    /// Rules not in the set (fancy-regex ones): always candidates.
+    always: Vec<usize>,
+}
+
+/// What `kala rules check` reports per rule type.
+#[derive(Debug, Default, Clone)]
+pub struct TypeStats {
+    pub regex: usize,
+    pub fancy: usize,
+    pub meta: usize,
+    pub other: usize,
+    /// Reasons rules of this type are not run: how many, and a few example names.
+    pub unsupported: BTreeMap<String, (usize, Vec<String>)>,
+}
+
+/// A compiled, immutable rule set.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    by_name: HashMap<String, usize>,
+    groups: HashMap<View, ViewGroup>,
+    headers: Vec<usize>,
+    /// Metas in dependency order.
+    metas: Vec<usize>,
+    pub stats: BTreeMap<&'static str, TypeStats>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    pub ignored: BTreeMap<String, usize>,
+    pub files_read: usize,
+    pub required_score: Option<f64>,
+}
+
+/// One rule that fired on a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub name: String,
+    pub score: f64,
+    pub count: u32,
+    pub description: String,
+    /// The text that matched (first match), for explanations.
+    pub matched: Option<String>,
+}
+
+impl RuleSet {
+    /// Reads and compiles the rule files under `paths`. Problems are in `errors`/`warnings`;
+    /// a rule that cannot be compiled is left out, never the whole set.
+    pub fn load(paths: &[PathBuf]) -> RuleSet {
+        RuleSet::compile(RuleFiles::read_paths(paths))
+    }
+
+    /// Parses and compiles rule text (for tests).
+    pub fn from_text(text: &str) -> RuleSet {
+        RuleSet::compile(RuleFiles::read_text(
+            text,
+            std::path::Path::new("inline.cf"),
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Names of rules that run (their matcher is supported).
+    pub fn supported_names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .filter(|r| !matches!(r.matcher, Matcher::Unsupported(_)))
+            .map(|r| r.name.as_str())
+    }
+
+    /// The description of a rule in `lang` (falling back to the default text).
+    pub fn description(&self, name: &str, lang: &str) -> Option<&str> {
+        let rule = &self.rules[*self.by_name.get(name)?];
+        rule.descriptions
+            .get(lang)
+            .or_else(|| rule.descriptions.get(""))
+            .map(String::as_str)
+    }
+
+    fn compile(files: RuleFiles) -> RuleSet {
+        let RuleFiles {
+            rules: defs,
+            scores,
+            descriptions,
+            tflags,
+            errors,
+            warnings,
+            ignored,
+            files_read,
+            required_score,
+            ..
+        } = files;
+        let mut set = RuleSet {
+            rules: Vec::with_capacity(defs.len()),
+            by_name: HashMap::with_capacity(defs.len()),
+            groups: HashMap::new(),
+            headers: Vec::new(),
+            metas: Vec::new(),
+            stats: BTreeMap::new(),
+            errors,
+            warnings,
+            ignored,
+            files_read,
+            required_score,
+        };
+        let names: Vec<String> = defs.keys().cloned().collect();
+        for (index, name) in names.iter().enumerate() {
+            set.by_name.insert(name.clone(), index);
+        }
+        let mut meta_sources = Vec::new();
+        for def in defs.into_values() {
+            let flags = tflags.get(&def.name).cloned().unwrap_or_default();
+            let score = pick_score(&def.name, scores.get(&def.name), &flags);
+            let silent = def.name.starts_with("__");
+            let disabled = !silent && score == 0.0;
+            let mut view = None;
+            let mut header = None;
+            let matcher = match def.kind {
+                RuleKind::Pattern { view: v, pattern } => {
+                    view = Some(v);
+                    compile_pattern(&pattern)
+                }
+                RuleKind::Header {
+                    source,
+                    part,
+                    negate,
+                    if_unset,
+                    pattern,
+                } => {
+                    view = Some(View::Header);
+                    header = Some((source, part, negate, if_unset));
+                    compile_pattern(&pattern)
+                }
+                RuleKind::Exists(name) => {
+                    view = Some(View::Header);
+                    Matcher::Exists(name)
+                }
+                RuleKind::Meta(text) => {
+                    meta_sources.push((set.rules.len(), text));
+                    Matcher::Unsupported("not compiled yet".into())
+                }
+                RuleKind::Eval { view: v, call } => {
+                    view = Some(v);
+                    let function = call.split('(').next().unwrap_or("").trim();
+                    Matcher::Unsupported(format!("eval:{function} has no native check in Kala"))
+                }
+                RuleKind::Unsupported(why) => {
+                    view = Some(View::Header);
+                    Matcher::Unsupported(why)
+                }
+            };
+            if let Matcher::Unsupported(why) = &matcher
+                && why.starts_with("pattern: ")
+            {
+                set.errors.push(Diagnostic {
+                    file: def.file.clone(),
+                    line: def.line,
+                    message: format!("rule {}: {}", def.name, why),
+                });
+            }
+            set.rules.push(Rule {
+                name: def.name.clone(),
+                view,
+                matcher,
+                header,
+                score,
+                descriptions: descriptions.get(&def.name).cloned().unwrap_or_default(),
+                tflags: flags,
+                silent,
+                disabled,
+                file: def.file,
+                line: def.line,
+            });
+        }
+        set.compile_metas(meta_sources);
+        set.build_groups();
+        set.count_stats();
+        set
+    }
+
+    fn compile_metas(&mut self, sources: Vec<(usize, String)>) {
+        let mut parsed: HashMap<usize, Result<Expr, ExprError>> = HashMap::new();
+        for (index, text) in &sources {
+            let by_name = &self.by_name;
+            let mut missing = Vec::new();
+            let result = expr::parse(text, &mut |name| match by_name.get(name) {
+                Some(i) => Ok(*i),
+                None => {
+                    missing.push(name.to_string());
+                    Err(ExprError(format!("`{name}` is not a defined rule")))
+                }
+            });
+            parsed.insert(*index, result);
+        }
+        // Resolve in dependency order; a meta needing an unsupported rule is unsupported too.
+        let mut state: HashMap<usize, u8> = HashMap::new(); // 1 = visiting, 2 = done
+        let meta_indices: Vec<usize> = sources.iter().map(|(i, _)| *i).collect();
+        for index in meta_indices {
+            self.resolve_meta(index, &mut parsed, &mut state);
+        }
+    }
+
+    fn resolve_meta(
+        &mut self,
+        index: usize,
+        parsed: &mut HashMap<usize, Result<Expr, ExprError>>,
+        state: &mut HashMap<usize, u8>,
+    ) {
+        match state.get(&index) {
+            Some(2) => return,
+            Some(1) => {
+                self.rules[index].matcher =
+                    Matcher::Unsupported("meta depends on itself (a cycle)".into());
+                return;
+            }
+            _ => {}
+        }
+        state.insert(index, 1);
+        let matcher = match parsed.remove(&index) {
+            Some(Err(e)) => Matcher::Unsupported(format!("meta: {e}")),
+            Some(Ok(expr)) => {
+                let mut deps = Vec::new();
+                expr.names(&mut deps);
+                let mut problem = None;
+                for dep in deps {
+                    if parsed.contains_key(&dep) {
+                        self.resolve_meta(dep, parsed, state);
+                    }
+                    if let Matcher::Unsupported(why) = &self.rules[dep].matcher {
+                        problem = Some(format!("needs {} ({})", self.rules[dep].name, why));
+                        break;
+                    }
+                }
+                match problem {
+                    Some(why) => Matcher::Unsupported(why),
+                    None => Matcher::Meta(expr),
+                }
+            }
+            None => return,
+        };
+        if matches!(matcher, Matcher::Meta(_)) && !self.rules[index].disabled {
+            self.metas.push(index);
+        }
+        self.rules[index].matcher = matcher;
+        state.insert(index, 2);
+    }
+
+    fn build_groups(&mut self) {
+        let mut patterns: HashMap<View, Vec<(usize, String)>> = HashMap::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Some(view) = rule.view else { continue };
+            if rule.disabled {
+                continue;
+            }
+            if view == View::Header {
+                if !matches!(rule.matcher, Matcher::Unsupported(_)) {
+                    self.headers.push(index);
+                }
+                continue;
+            }
+            let group = self.groups.entry(view).or_default();
+            match &rule.matcher {
+                Matcher::Regex(re) => patterns
+                    .entry(view)
+                    .or_default()
+                    .push((index, prefilter_pattern(re.as_str()))),
+                Matcher::Fancy(_) => group.always.push(index),
+                _ => {}
+            }
+        }
+        for (view, list) in patterns {
+            let group = self.groups.entry(view).or_default();
+            // The whole set, or (if it will not build) every rule as an "always" candidate.
+            match RegexSetBuilder::new(list.iter().map(|(_, p)| p.as_str()))
+                .size_limit(REGEX_SIZE_LIMIT * 4)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(set) => {
+                    group.set = Some(set);
+                    group.set_rules = list.iter().map(|(i, _)| *i).collect();
+                }
+                Err(e) => {
+                    tracing::warn!(view = view.name(), error = %e, "prefilter set did not build; rules run one by one");
+                    group.always.extend(list.iter().map(|(i, _)| *i));
+                }
+            }
+        }
+    }
+
+    fn count_stats(&mut self) {
+        for rule in &self.rules {
+            let kind = match (&rule.matcher, rule.view) {
+                (Matcher::Meta(_), _) => "meta",
+                (_, Some(v)) => v.name(),
+                (_, None) => "meta",
+            };
+            let stats = self.stats.entry(kind).or_default();
+            match &rule.matcher {
+                Matcher::Regex(_) => stats.regex += 1,
+                Matcher::Fancy(_) => stats.fancy += 1,
+                Matcher::Meta(_) => stats.meta += 1,
+                Matcher::Exists(_) => stats.other += 1,
+                Matcher::Unsupported(why) => {
+                    let reason = if why.starts_with("needs ") {
+                        "needs an unsupported rule".to_string()
+                    } else {
+                        why.clone()
+                    };
+                    let (count, examples) = stats.unsupported.entry(reason).or_default();
+                    *count += 1;
+                    if examples.len() < 3 {
+                        examples.push(rule.name.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates every rule against one message. Returns the rules that fired and are
+    /// reported (not `__` sub-rules, not zero-scored ones), highest score first.
+    pub fn evaluate(&self, message: &Message, envelope: &Envelope) -> Vec<Hit> {
+        let views = Views::new(message, envelope);
+        let mut counts = vec![0u32; self.rules.len()];
+        let mut matched: Vec<Option<String>> = vec![None; self.rules.len()];
+
+        for &index in &self.headers {
+            let rule = &self.rules[index];
+            let (count, text) = match (&rule.matcher, &rule.header) {
+                (Matcher::Exists(name), _) => (u32::from(views.has_header(name)), None),
+                (matcher, Some((source, part, negate, if_unset))) => {
+                    let value = views
+                        .header(source, *part)
+                        .or_else(|| if_unset.clone())
+                        .unwrap_or_default();
+                    let found = find(matcher, &value);
+                    match (found, negate) {
+                        (Some(m), false) => (1, Some(m)),
+                        (None, true) => (1, None),
+                        _ => (0, None),
+                    }
+                }
+                _ => (0, None),
+            };
+            counts[index] = count;
+            matched[index] = text;
+        }
+
+        for (view, group) in &self.groups {
+            let lines: Vec<&str> = match view {
+                View::Body => views.body.iter().map(String::as_str).collect(),
+                View::RawBody => views.rawbody.iter().map(String::as_str).collect(),
+                View::Uri => views.uris.iter().map(String::as_str).collect(),
+                View::Full => vec![views.full.as_str()],
+                View::Header => continue,
+            };
+            let mut candidates: Vec<usize> = group.always.clone();
+            if let Some(set) = &group.set {
+                let joined = lines.join("\n");
+                candidates.extend(set.matches(&joined).into_iter().map(|i| group.set_rules[i]));
+            }
+            for index in candidates {
+                let rule = &self.rules[index];
+                let limit = if rule.tflags.multiple {
+                    rule.tflags.maxhits.unwrap_or(u32::MAX)
+                } else {
+                    1
+                };
+                let mut count = 0u32;
+                for line in &lines {
+                    if count >= limit {
+                        break;
+                    }
+                    if rule.tflags.multiple
+                        && let Matcher::Regex(re) = &rule.matcher
+                    {
+                        for m in re.find_iter(line) {
+                            if matched[index].is_none() {
+                                matched[index] = Some(excerpt(m.as_str()));
+                            }
+                            count += 1;
+                            if count >= limit {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(m) = find(&rule.matcher, line) {
+                        if matched[index].is_none() {
+                            matched[index] = Some(m);
+                        }
+                        count += 1;
+                    }
+                }
+                counts[index] = count;
+            }
+        }
+
+        for &index in &self.metas {
+            if let Matcher::Meta(expr) = &self.rules[index].matcher {
+                let value = expr.eval(&|i| f64::from(counts[i]));
+                counts[index] = u32::from(value != 0.0);
+            }
+        }
+
+        let mut hits: Vec<Hit> = counts
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| **c > 0 && !self.rules[*i].silent)
+            .map(|(i, &count)| {
+                let rule = &self.rules[i];
+                let score = if rule.tflags.multiple {
+                    rule.score * f64::from(count)
+                } else {
+                    rule.score
+                };
+                Hit {
+                    name: rule.name.clone(),
+                    score,
+                    count,
+                    description: rule.descriptions.get("").cloned().unwrap_or_default(),
+                    matched: matched[i].take(),
+                }
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        hits
+    }
+
+    /// Rules that run, out of those that could (the ones not needing an `eval:` function Kala
+    /// lacks, directly or through a meta): what `kala rules check` reports as coverage.
+    pub fn coverage(&self) -> (usize, usize) {
+        let mut eligible = 0;
+        let mut supported = 0;
+        for rule in &self.rules {
+            match &rule.matcher {
+                Matcher::Unsupported(why) if why.contains("eval:") => {}
+                Matcher::Unsupported(_) => eligible += 1,
+                _ => {
+                    eligible += 1;
+                    supported += 1;
+                }
+            }
+        }
+        (supported, eligible)
+    }
+
+    /// `file:line` of a rule, for explanations.
+    pub fn location(&self, name: &str) -> Option<String> {
+        let rule = &self.rules[*self.by_name.get(name)?];
+        Some(format!("{}:{}", rule.file.display(), rule.line))
+    }
+}
+
+/// SpamAssassin's default scores: 1 (or -1 for `nice`), 0 for `__` sub-rules, 0.01 for `T_`
+/// test rules. With four scores, Kala uses set 0 (no Bayes, no network tests).
+fn pick_score(name: &str, scores: Option<&Vec<f64>>, flags: &Tflags) -> f64 {
+    match scores {
+        Some(values) => values[0],
+        None if name.starts_with("__") => 0.0,
+        None if name.starts_with("T_") => 0.01,
+        None if flags.nice => -1.0,
+        None => 1.0,
+    }
+}
+
+fn compile_pattern(pattern: &PerlPattern) -> Matcher {
+    let translated = match perl::translate(pattern) {
+        Ok(t) => t,
+        Err(e) => return Matcher::Unsupported(format!("regex: {e}")),
+    };
+    if translated.engine == Engine::Regex {
+        match RegexBuilder::new(&translated.pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(re) => return Matcher::Regex(re),
+            Err(regex::Error::CompiledTooBig(_)) => {
+                return Matcher::Unsupported("regex: too big to compile".into());
+            }
+            // Rust's parser refuses some things Perl takes; fancy-regex may still read it.
+            Err(_) => {}
+        }
+    }
+    match fancy_regex::RegexBuilder::new(&translated.pattern)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .build()
+    {
+        Ok(re) => Matcher::Fancy(Box::new(re)),
+        Err(e) => Matcher::Unsupported(format!("pattern: /{}/: {e}", pattern.source)),
+    }
+}
+
+/// The pattern as a prefilter over all lines joined by newlines: `^`/`$` per line, `\A`/`\z`
+/// relaxed to line anchors, so the set finds a superset of the per-line matches.
+fn prefilter_pattern(pattern: &str) -> String {
+    format!("(?m){}", pattern.replace(r"\A", "^").replace(r"\z", "$"))
+}
+
+fn find(matcher: &Matcher, text: &str) -> Option<String> {
+    match matcher {
+        Matcher::Regex(re) => re.find(text).map(|m| excerpt(m.as_str())),
+        Matcher::Fancy(re) => match re.find(text) {
+            Ok(found) => found.map(|m| excerpt(m.as_str())),
+            Err(_) => {
+                BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    pattern = re.as_str(),
+                    "regex backtracking limit reached; rule treated as not matching"
+                );
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(MATCH_EXCERPT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(rules: &str, raw: &[u8]) -> Vec<String> {
+        let set = RuleSet::from_text(rules);
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        let message = Message::parse(raw, raw.len());
+        let envelope = Envelope::offline("sender@example.org", vec![]);
+        set.evaluate(&message, &envelope)
+            .into_iter()
+            .map(|h| h.name)
+            .collect()
+    }
+
+    const MAIL: &[u8] = b"From: \"Bank\" <alert@bank.example>\r\nTo: a@b.example\r\nSubject: URGENT account\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nContent-Type: text/html\r\n\r\n<p>Verify your <b>password</b> now</p><p><a href=\"http://192.0.2.7/login\">here</a></p>\r\n";
+
+    #[test]
+    fn each_view_and_meta() {
+        let rules = "header SUBJ_URGENT Subject =~ /urgent/i\nheader FROM_NAME From:name =~ /^Bank$/\nheader NO_CC Cc =~ /./\nheader NOT_CC Cc !~ /./\nheader HAS_DATE exists:Date\nbody PASSWORD /verify your password/i\nbody SUBJECT_IS_BODY /^URGENT account$/\nrawbody RAW_B /<b>password<\\/b>/\nuri IP_URL m{^https?://\\d+\\.\\d+\\.\\d+\\.\\d+/}\nfull FULL_HTML /^Content-Type: text\\/html/m\nmeta __BOTH SUBJ_URGENT && PASSWORD\nmeta PHISH __BOTH && IP_URL\nscore PHISH 3\n";
+        let mut got = hits(rules, MAIL);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "FROM_NAME",
+                "FULL_HTML",
+                "HAS_DATE",
+                "IP_URL",
+                "NOT_CC",
+                "PASSWORD",
+                "PHISH",
+                "RAW_B",
+                "SUBJECT_IS_BODY",
+                "SUBJ_URGENT"
+            ]
+        );
+    }
+
+    #[test]
+    fn body_rules_match_per_paragraph_not_across() {
+        let raw = b"Subject: x\r\n\r\nfirst paragraph\r\n\r\nsecond paragraph\r\n";
+        assert_eq!(
+            hits("body ACROSS /first paragraph second/\n", raw),
+            Vec::<String>::new()
+        );
+        assert_eq!(hits("body START /^second/\n", raw), ["START"]);
+    }
+
+    #[test]
+    fn multiple_counts_hits_up_to_maxhits() {
+        let set = RuleSet::from_text(
+            "body MONEY /\\$\\d+/\ntflags MONEY multiple maxhits=3\nscore MONEY 0.5\n",
+        );
+        let raw = b"Subject: x\r\n\r\n$1 $2 $3 $4 $5\r\n";
+        let message = Message::parse(raw, raw.len());
+        let hit = &set.evaluate(&message, &Envelope::offline("", vec![]))[0];
+        assert_eq!((hit.count, hit.score), (3, 1.5));
+    }
+
+    #[test]
+    fn unsupported_rules_and_metas_on_them_are_reported_not_run() {
+        let set = RuleSet::from_text(
+            "body E eval:check_foo()\nmeta M E && B\nbody B /x/\nmeta ZERO B\nscore ZERO 0\n",
+        );
+        let names: Vec<&str> = set.supported_names().collect();
+        assert_eq!(names, ["B", "ZERO"]);
+        let body = &set.stats["body"];
+        assert_eq!(body.regex, 1);
+        assert!(
+            body.unsupported
+                .keys()
+                .any(|k| k.contains("eval:check_foo"))
+        );
+        assert!(
+            set.stats["meta"]
+                .unsupported
+                .contains_key("needs an unsupported rule")
+        );
+    }
+
+    #[test]
+    fn broken_regex_is_an_error_with_file_and_line() {
+        let set = RuleSet::from_text("body OK /fine/\nbody BAD /(unclosed/\n");
+        assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
+        assert!(
+            set.errors[0]
+                .to_string()
+                .starts_with("inline.cf:2: rule BAD: "),
+            "{}",
+            set.errors[0]
+        );
+        assert_eq!(set.supported_names().collect::<Vec<_>>(), ["OK"]);
+    }
+
+    #[test]
+    fn pathological_regex_on_a_large_message_finishes() {
+        let set = RuleSet::from_text("body EVIL /(a+)+\\1b/\nbody LINEAR /(a|aa)+c/\n");
+        let mut raw = b"Subject: x\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
+        let message = Message::parse(&raw, raw.len());
+        let started = std::time::Instant::now();
+        let hits = set.evaluate(&message, &Envelope::offline("", vec![]));
+        assert!(hits.is_empty());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The texts rules look at, with SpamAssassin's meaning, built from the parsed [`Message`].
+//!
+//! - `body`: the Subject, then the decoded text parts and the HTML parts rendered to text, as
+//!   paragraphs (one per line, runs of whitespace squeezed to one space).
+//! - `rawbody`: the decoded text parts, HTML as source, line by line.
+//! - `uri`: every URL found, each on its own (a scheme-less `www.` link also as `http://...`).
+//! - `full`: the raw message.
+//! - headers: decoded unless `:raw`; all instances of a header joined with newlines.
+
+use crate::envelope::Envelope;
+use crate::message::Message;
+
+use super::parse::{HeaderPart, HeaderSource};
+
+/// SpamAssassin's `body_part_scan_size`: body rules see at most this much of each part, which
+/// also bounds the time any rule can take.
+const PART_SCAN_LIMIT: usize = 50_000;
+/// `rawbody_part_scan_size`.
+const RAW_PART_SCAN_LIMIT: usize = 500_000;
+
+/// The texts of one message, built once per message for all rules.
+pub struct Views<'a> {
+    message: &'a Message,
+    envelope: &'a Envelope,
+    pub body: Vec<String>,
+    pub rawbody: Vec<String>,
+    pub uris: Vec<String>,
+    pub full: String,
+}
+
+impl<'a> Views<'a> {
+    pub fn new(message: &'a Message, envelope: &'a Envelope) -> Views<'a> {
+        // The Subject is the first line of the body, as in SpamAssassin.
+        let subject = message.subject.as_deref().unwrap_or("");
+        let mut body = vec![subject.split_whitespace().collect::<Vec<_>>().join(" ")];
+        for part in &message.text_parts {
+            paragraphs(truncate(part, PART_SCAN_LIMIT), &mut body);
+        }
+        for part in &message.html_parts {
+            paragraphs(truncate(&part.text, PART_SCAN_LIMIT), &mut body);
+        }
+
+        let mut rawbody = Vec::new();
+        for part in message
+            .text_parts
+            .iter()
+            .chain(message.html_parts.iter().map(|h| &h.html))
+        {
+            rawbody.extend(
+                truncate(part, RAW_PART_SCAN_LIMIT)
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+
+        let mut uris = Vec::with_capacity(message.urls.len());
+        for found in &message.urls {
+            let url = found.url.as_str();
+            uris.push(url.to_string());
+            if !url.contains("://") && !url.starts_with("mailto:") {
+                uris.push(format!("http://{url}"));
+            }
+        }
+
+        Views {
+            message,
+            envelope,
+            body,
+            rawbody,
+            uris,
+            full: String::from_utf8_lossy(&message.raw).into_owned(),
+        }
+    }
+
+    /// What a header rule reads; `None` when the header is absent.
+    pub fn header(&self, source: &HeaderSource, part: HeaderPart) -> Option<String> {
+        let headers = &self.message.headers;
+        let pick = |names: &[&str]| -> Option<String> {
+            let values: Vec<String> = headers
+                .iter()
+                .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+                .map(|h| match part {
+                    HeaderPart::Decoded => h.decoded.clone(),
+                    HeaderPart::Raw => h.raw.clone(),
+                    HeaderPart::Addr => address(&h.decoded),
+                    HeaderPart::DisplayName => display_name(&h.decoded),
+                })
+                .collect();
+            (!values.is_empty()).then(|| values.join("\n"))
+        };
+        match source {
+            HeaderSource::Named(name) => pick(&[name.as_str()]),
+            HeaderSource::ToCc => pick(&["To", "Cc"]),
+            HeaderSource::MessageId => pick(&["Message-Id", "Resent-Message-Id", "X-Message-Id"]),
+            HeaderSource::EnvelopeFrom => {
+                if !self.envelope.sender.is_empty() {
+                    Some(self.envelope.sender.clone())
+                } else {
+                    pick(&["Return-Path"]).map(|v| address(&v))
+                }
+            }
+            HeaderSource::All => {
+                let mut all = String::new();
+                for h in headers {
+                    all.push_str(&h.name);
+                    all.push_str(": ");
+                    all.push_str(if part == HeaderPart::Raw {
+                        &h.raw
+                    } else {
+                        &h.decoded
+                    });
+                    all.push('\n');
+                }
+                Some(all)
+            }
+        }
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.message
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// SpamAssassin's paragraph rule: blank-line runs separate paragraphs, all other whitespace
+/// runs become one space.
+fn paragraphs(text: &str, out: &mut Vec<String>) {
+    let mut current = String::new();
+    let mut spaces = false;
+    let mut newlines = 0;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            spaces = true;
+            newlines += usize::from(c == '\n');
+            continue;
+        }
+        if !current.is_empty() {
+            if newlines >= 2 {
+                out.push(std::mem::take(&mut current));
+            } else if spaces {
+                current.push(' ');
+            }
+        }
+        spaces = false;
+        newlines = 0;
+        current.push(c);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+}
+
+fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The first address in a header value: `<a@b>` or a bare `a@b`.
+fn address(value: &str) -> String {
+    if let Some(start) = value.find('<')
+        && let Some(len) = value[start + 1..].find('>')
+    {
+        return value[start + 1..start + 1 + len].trim().to_string();
+    }
+    value
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .find(|w| w.contains('@'))
+        .unwrap_or("")
+        .trim_matches(|c| c == '"' || c == '(' || c == ')')
+        .to_string()
+}
+
+/// The display name of the first address (`"Ana" <a@b>` → `Ana`), empty when there is none.
+fn display_name(value: &str) -> String {
+    match value.find('<') {
+        Some(start) => value[..start].trim().trim_matches('"').trim().to_string(),
+        None => match (value.find('('), value.rfind(')')) {
+            (Some(a), Some(b)) if a < b => value[a + 1..b].trim().to_string(),
+            _ => String::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paragraphs_squeeze_whitespace() {
+        let mut out = Vec::new();
+        paragraphs("line one\nstill one\n\n\nsecond   para\t x\n", &mut out);
+        assert_eq!(out, ["line one still one", "second para x"]);
+    }
+
+    #[test]
+    fn address_and_name() {
+        assert_eq!(address("\"Ana H\" <ana@example.org>"), "ana@example.org");
+        assert_eq!(address("ana@example.org (Ana)"), "ana@example.org");
+        assert_eq!(display_name("\"Ana H\" <ana@example.org>"), "Ana H");
+        assert_eq!(display_name("ana@example.org (Ana)"), "Ana");
+        assert_eq!(display_name("ana@example.org"), "");
+    }
+}

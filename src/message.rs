@@ -139,11 +139,21 @@ fn parse_unguarded(raw: &[u8]) -> Option<Message> {
     for header in parsed.headers() {
         let start = header.offset_start as usize;
         let end = (header.offset_end as usize).min(raw.len());
+        // The name as the sender wrote it: rules may care about `Message-Id` vs `Message-ID`.
+        let field = raw
+            .get(header.offset_field as usize..start)
+            .unwrap_or_default();
+        let written = String::from_utf8_lossy(field);
+        let written = written.trim_end().trim_end_matches(':').trim_end();
         let raw_value = String::from_utf8_lossy(raw.get(start..end).unwrap_or_default());
         let raw_value = unfold(&raw_value);
         let decoded = decode_unstructured(&raw_value);
         message.headers.push(HeaderField {
-            name: header.name.as_str().to_string(),
+            name: if written.is_empty() {
+                header.name.as_str().to_string()
+            } else {
+                written.to_string()
+            },
             raw: raw_value,
             decoded,
         });
@@ -260,13 +270,17 @@ fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
 fn find_text_urls(text: &str, urls: &mut Vec<FoundUrl>) {
     let mut finder = linkify::LinkFinder::new();
     finder
-        .kinds(&[linkify::LinkKind::Url])
+        .kinds(&[linkify::LinkKind::Url, linkify::LinkKind::Email])
         .url_must_have_scheme(false);
     for link in finder.links(text) {
-        let url = link.as_str();
+        // A written address is a mailto: link, as SpamAssassin's URI list has it.
+        let url = match link.kind() {
+            linkify::LinkKind::Email => format!("mailto:{}", link.as_str()),
+            _ => link.as_str().to_string(),
+        };
         if !urls.iter().any(|u| u.url == url) {
             urls.push(FoundUrl {
-                url: url.to_string(),
+                url,
                 source: UrlSource::Text,
             });
         }

@@ -37,7 +37,9 @@ pub static BACKTRACK_LIMIT_HITS: AtomicU64 = AtomicU64::new(0);
 /// How a rule matches.
 enum Matcher {
     Regex(Regex),
-    Fancy(Box<fancy_regex::Regex>),
+    /// The pattern, and a linear-time superset of it (lookaround and backreferences relaxed)
+    /// that must match first: most texts are ruled out without backtracking.
+    Fancy(Box<fancy_regex::Regex>, Option<Regex>),
     Exists(String),
     Meta(Expr),
     /// Not run; the reason is shown by `kala rules check`.
@@ -60,12 +62,15 @@ struct Rule {
     line: usize,
 }
 
-/// The rules of one view in one prefilter.
+/// Patterns per prefilter set. One set of hundreds of patterns makes the lazy DFA give up
+/// (too many states) and fall back to the slow PikeVM; sets of this size stay DFA-fast.
+const PREFILTER_CHUNK: usize = 32;
+
+/// The rules of one view in its prefilter sets.
 #[derive(Default)]
 struct ViewGroup {
-    set: Option<RegexSet>,
-    /// Rule index for each pattern of the set.
-    set_rules: Vec<usize>,
+    /// Each set with the rule index of each of its patterns.
+    sets: Vec<(RegexSet, Vec<usize>)>,
     /// Rules not in the set (fancy-regex ones): always candidates.
     always: Vec<usize>,
 }
@@ -335,25 +340,32 @@ impl RuleSet {
                     .entry(view)
                     .or_default()
                     .push((index, prefilter_pattern(re.as_str()))),
-                Matcher::Fancy(_) => group.always.push(index),
+                // Its pattern without lookaround and backreferences matches a superset: that
+                // goes into the prefilter, so the backtracking engine runs only on candidates.
+                Matcher::Fancy(_, Some(relaxed)) => patterns
+                    .entry(view)
+                    .or_default()
+                    .push((index, prefilter_pattern(relaxed.as_str()))),
+                Matcher::Fancy(_, None) => group.always.push(index),
                 _ => {}
             }
         }
         for (view, list) in patterns {
             let group = self.groups.entry(view).or_default();
-            // The whole set, or (if it will not build) every rule as an "always" candidate.
-            match RegexSetBuilder::new(list.iter().map(|(_, p)| p.as_str()))
-                .size_limit(REGEX_SIZE_LIMIT * 4)
-                .dfa_size_limit(REGEX_SIZE_LIMIT)
-                .build()
-            {
-                Ok(set) => {
-                    group.set = Some(set);
-                    group.set_rules = list.iter().map(|(i, _)| *i).collect();
-                }
-                Err(e) => {
-                    tracing::warn!(view = view.name(), error = %e, "prefilter set did not build; rules run one by one");
-                    group.always.extend(list.iter().map(|(i, _)| *i));
+            for chunk in list.chunks(PREFILTER_CHUNK) {
+                // The set, or (if it will not build) its rules as "always" candidates.
+                match RegexSetBuilder::new(chunk.iter().map(|(_, p)| p.as_str()))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    Ok(set) => group
+                        .sets
+                        .push((set, chunk.iter().map(|(i, _)| *i).collect())),
+                    Err(e) => {
+                        tracing::warn!(view = view.name(), error = %e, "prefilter set did not build; its rules run one by one");
+                        group.always.extend(chunk.iter().map(|(i, _)| *i));
+                    }
                 }
             }
         }
@@ -369,7 +381,7 @@ impl RuleSet {
             let stats = self.stats.entry(kind).or_default();
             match &rule.matcher {
                 Matcher::Regex(_) => stats.regex += 1,
-                Matcher::Fancy(_) => stats.fancy += 1,
+                Matcher::Fancy(..) => stats.fancy += 1,
                 Matcher::Meta(_) => stats.meta += 1,
                 Matcher::Exists(_) => stats.other += 1,
                 Matcher::Unsupported(why) => {
@@ -426,9 +438,11 @@ impl RuleSet {
                 View::Header => continue,
             };
             let mut candidates: Vec<usize> = group.always.clone();
-            if let Some(set) = &group.set {
+            if !group.sets.is_empty() {
                 let joined = lines.join("\n");
-                candidates.extend(set.matches(&joined).into_iter().map(|i| group.set_rules[i]));
+                for (set, rules) in &group.sets {
+                    candidates.extend(set.matches(&joined).into_iter().map(|i| rules[i]));
+                }
             }
             for index in candidates {
                 let rule = &self.rules[index];
@@ -547,6 +561,7 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
     if translated.engine == Engine::Regex {
         match RegexBuilder::new(&translated.pattern)
             .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT / 4)
             .build()
         {
             Ok(re) => return Matcher::Regex(re),
@@ -561,21 +576,48 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
     {
-        Ok(re) => Matcher::Fancy(Box::new(re)),
+        Ok(re) => {
+            let relaxed = perl::relax(&translated.pattern).and_then(|p| {
+                RegexBuilder::new(&p)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .ok()
+            });
+            Matcher::Fancy(Box::new(re), relaxed)
+        }
         Err(e) => Matcher::Unsupported(format!("pattern: /{}/: {e}", pattern.source)),
     }
 }
 
 /// The pattern as a prefilter over all lines joined by newlines: `^`/`$` per line, `\A`/`\z`
 /// relaxed to line anchors, so the set finds a superset of the per-line matches.
+///
+/// A Unicode `\b` is dropped (widening the match): one such assertion would make the whole set
+/// fall back from the DFA to the slow engine on every non-ASCII message.
 fn prefilter_pattern(pattern: &str) -> String {
-    format!("(?m){}", pattern.replace(r"\A", "^").replace(r"\z", "$"))
+    let ascii_b = "\u{1}AB\u{1}";
+    let ascii_nb = "\u{1}ANB\u{1}";
+    let relaxed = pattern
+        .replace(r"(?-u:\b)", ascii_b)
+        .replace(r"(?-u:\B)", ascii_nb)
+        .replace(r"\\", "\u{2}")
+        .replace(r"\b", "")
+        .replace(r"\B", "")
+        .replace("\u{2}", r"\\")
+        .replace(ascii_b, r"(?-u:\b)")
+        .replace(ascii_nb, r"(?-u:\B)");
+    format!("(?m){}", relaxed.replace(r"\A", "^").replace(r"\z", "$"))
 }
 
 fn find(matcher: &Matcher, text: &str) -> Option<String> {
     match matcher {
-        Matcher::Regex(re) => re.find(text).map(|m| excerpt(m.as_str())),
-        Matcher::Fancy(re) => match re.find(text) {
+        // is_match first: cheaper than locating the match, and most lines do not match.
+        Matcher::Regex(re) => re
+            .is_match(text)
+            .then(|| re.find(text).map(|m| excerpt(m.as_str())))
+            .flatten(),
+        Matcher::Fancy(_, Some(relaxed)) if !relaxed.is_match(text) => None,
+        Matcher::Fancy(re, _) => match re.find(text) {
             Ok(found) => found.map(|m| excerpt(m.as_str())),
             Err(_) => {
                 BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
@@ -617,7 +659,7 @@ mod tests {
 
     #[test]
     fn each_view_and_meta() {
-        let rules = "header SUBJ_URGENT Subject =~ /urgent/i\nheader FROM_NAME From:name =~ /^Bank$/\nheader NO_CC Cc =~ /./\nheader NOT_CC Cc !~ /./\nheader HAS_DATE exists:Date\nbody PASSWORD /verify your password/i\nbody SUBJECT_IS_BODY /^URGENT account$/\nrawbody RAW_B /<b>password<\\/b>/\nuri IP_URL m{^https?://\\d+\\.\\d+\\.\\d+\\.\\d+/}\nfull FULL_HTML /^Content-Type: text\\/html/m\nmeta __BOTH SUBJ_URGENT && PASSWORD\nmeta PHISH __BOTH && IP_URL\nscore PHISH 3\n";
+        let rules = "header TOCC exists:ToCc\nheader SUBJ_URGENT Subject =~ /urgent/i\nheader FROM_NAME From:name =~ /^Bank$/\nheader NO_CC Cc =~ /./\nheader NOT_CC Cc !~ /./\nheader HAS_DATE exists:Date\nbody PASSWORD /verify your password/i\nbody SUBJECT_IS_BODY /^URGENT account$/\nrawbody RAW_B /<b>password<\\/b>/\nuri IP_URL m{^https?://\\d+\\.\\d+\\.\\d+\\.\\d+/}\nfull FULL_HTML /^Content-Type: text\\/html/m\nmeta __BOTH SUBJ_URGENT && PASSWORD\nmeta PHISH __BOTH && IP_URL\nscore PHISH 3\n";
         let mut got = hits(rules, MAIL);
         got.sort();
         assert_eq!(
@@ -632,7 +674,8 @@ mod tests {
                 "PHISH",
                 "RAW_B",
                 "SUBJECT_IS_BODY",
-                "SUBJ_URGENT"
+                "SUBJ_URGENT",
+                "TOCC"
             ]
         );
     }

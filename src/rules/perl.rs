@@ -112,6 +112,7 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
     let mut last_class_char: Option<char> = None;
     let mut quoting = false;
     let groups = count_groups(&chars);
+    let ascii_words = p.source.is_ascii() && !p.source.contains("\\p") && !p.source.contains("\\P");
 
     while i < chars.len() {
         let c = chars[i];
@@ -202,9 +203,57 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
                     if in_class && (next == 'b' || next == 'B') {
                         // \b in a class is a backspace in Perl.
                         out.push_str(r"\x08");
+                    } else if ascii_words && matches!(next, 'w' | 'W' | 'd' | 'D' | 's' | 'S') {
+                        // ASCII classes for ASCII patterns: Perl's byte semantics, and DFAs a
+                        // fraction of the size of Unicode ones.
+                        out.push_str(match next {
+                            'w' => {
+                                if in_class {
+                                    "0-9A-Za-z_"
+                                } else {
+                                    "[0-9A-Za-z_]"
+                                }
+                            }
+                            'W' => "[^0-9A-Za-z_]",
+                            'd' => {
+                                if in_class {
+                                    "0-9"
+                                } else {
+                                    "[0-9]"
+                                }
+                            }
+                            'D' => "[^0-9]",
+                            's' => {
+                                if in_class {
+                                    r"\t\n\x0B\f\r\x20"
+                                } else {
+                                    r"[\t\n\x0B\f\r\x20]"
+                                }
+                            }
+                            _ => r"[^\t\n\x0B\f\r\x20]",
+                        });
+                    } else if (next == 'b' || next == 'B') && ascii_words {
+                        // An ASCII-only pattern gets ASCII word boundaries, as SpamAssassin's
+                        // byte-oriented Perl has them; this also keeps Rust's DFAs usable on
+                        // non-ASCII text, where a Unicode \b forces the slow engine.
+                        out.push_str(if next == 'b' {
+                            r"(?-u:\b)"
+                        } else {
+                            r"(?-u:\B)"
+                        });
                     } else {
                         out.push('\\');
                         out.push(next);
+                        // \p{Letter}, \x{200B}: the braces belong to the escape.
+                        if matches!(next, 'p' | 'P' | 'x') && chars.get(i) == Some(&'{') {
+                            while i < chars.len() {
+                                out.push(chars[i]);
+                                i += 1;
+                                if chars[i - 1] == '}' {
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
                 ' ' => out.push_str(r"\x20"),
@@ -354,6 +403,10 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
             prefix.push(rust);
         }
     }
+    if fancy {
+        // fancy-regex has its own parser, which does not take the `u` flag.
+        out = out.replace(r"(?-u:\b)", r"\b").replace(r"(?-u:\B)", r"\B");
+    }
     let pattern = if prefix.is_empty() {
         out
     } else {
@@ -363,6 +416,117 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
         pattern,
         engine: if fancy { Engine::Fancy } else { Engine::Regex },
     })
+}
+
+/// A pattern for Rust's `regex` that matches at least wherever `pattern` (in fancy-regex
+/// syntax) matches: lookarounds dropped, backreferences and `\K`-free constructs widened,
+/// atomic groups and possessive quantifiers made ordinary. `None` if that is not possible.
+pub fn relax(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            let next = *chars.get(i + 1)?;
+            if !in_class && (next.is_ascii_digit() && next != '0' || next == 'g' || next == 'k') {
+                // A backreference: any text.
+                out.push_str("(?s:.*?)");
+                i += 2;
+                if (next == 'g' || next == 'k') && matches!(chars.get(i), Some('{') | Some('<')) {
+                    while i < chars.len() && !matches!(chars[i], '}' | '>') {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                while i < chars.len() && chars[i].is_ascii_digit() {
+                    i += 1;
+                }
+                continue;
+            }
+            out.push(c);
+            out.push(next);
+            i += 2;
+            continue;
+        }
+        if in_class {
+            if c == ']' {
+                in_class = false;
+            }
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                out.push(c);
+                i += 1;
+                // A leading ] or ^] is literal.
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i) == Some(&']') {
+                    out.push(']');
+                    i += 1;
+                }
+            }
+            '(' if chars.get(i + 1) == Some(&'?') => {
+                let rest: String = chars[i..chars.len().min(i + 4)].iter().collect();
+                if rest.starts_with("(?=")
+                    || rest.starts_with("(?!")
+                    || rest.starts_with("(?<=")
+                    || rest.starts_with("(?<!")
+                {
+                    i = skip_group(&chars, i)?;
+                } else if rest.starts_with("(?>") {
+                    out.push_str("(?:");
+                    i += 3;
+                } else {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+            '+' if i > 0
+                && matches!(chars[i - 1], '+' | '*' | '?' | '}')
+                && !out.ends_with("\\+") =>
+            {
+                // The second + of a possessive quantifier.
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The index just past the group that opens at `start` (escapes and classes respected).
+fn skip_group(chars: &[char], start: usize) -> Option<usize> {
+    let mut depth = 0;
+    let mut i = start;
+    let mut in_class = false;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Capturing groups in the pattern: `(` not escaped, not in a class, not `(?...)`.
@@ -482,6 +646,11 @@ mod tests {
         assert!(matches("/fo(?#comment)o/", "foo"));
         assert!(matches("/FREE/i", "free"));
         assert!(matches("/[[:upper:]]{3}/", "ABC"));
+        assert!(matches("/\\p{L}x/", "ëx"), "\\p{{..}} outside a class");
+        assert!(
+            matches("/a\\x{200B}b/", "a\u{200B}b"),
+            "\\x{{..}} outside a class"
+        );
     }
 
     #[test]
@@ -492,6 +661,15 @@ mod tests {
         assert!(matches("/foo(?!bar)/", "foobaz"));
         assert_eq!(rust("/(?<=x)y/").engine, Engine::Fancy);
         assert_eq!(rust("/a/").engine, Engine::Regex);
+    }
+
+    #[test]
+    fn relaxed_patterns_match_a_superset() {
+        assert_eq!(relax(r"foo(?!bar)x").unwrap(), "foox");
+        assert_eq!(relax(r"(?<=a)b(?=c)").unwrap(), "b");
+        assert_eq!(relax(r"(a)\1").unwrap(), "(a)(?s:.*?)");
+        assert_eq!(relax(r"(?>ab)c++").unwrap(), "(?:ab)c+");
+        assert_eq!(relax(r"[(?!]x").unwrap(), "[(?!]x");
     }
 
     #[test]

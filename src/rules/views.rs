@@ -116,11 +116,21 @@ impl<'a> Views<'a> {
         }
     }
 
+    /// `exists:Name`, pseudo-headers (`ToCc`, `MESSAGEID`, ...) included.
     pub fn has_header(&self, name: &str) -> bool {
-        self.message
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name))
+        let any = |names: &[&str]| {
+            self.message
+                .headers
+                .iter()
+                .any(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        };
+        match name {
+            "ToCc" => any(&["To", "Cc"]),
+            "MESSAGEID" => any(&["Message-Id", "Resent-Message-Id", "X-Message-Id"]),
+            "EnvelopeFrom" => !self.envelope.sender.is_empty() || any(&["Return-Path"]),
+            "ALL" => !self.message.headers.is_empty(),
+            n => any(&[n]),
+        }
     }
 }
 

@@ -86,12 +86,7 @@ async fn downstream_down_gives_451() {
         .unwrap();
     let kala = Kala::start(closed, &[]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
     let reply = client.cmd("MAIL FROM:<a@sender.example>").await;
     assert!(reply.starts_with("451 4.4.1"), "{reply}");
     // The session stays usable: the sender may retry or quit.
@@ -103,18 +98,8 @@ async fn downstream_refusals_are_passed_back_per_recipient() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
     assert_eq!(
         client.cmd("RCPT TO:<it@prokuroria.example>").await,
         "250 2.1.5 Recipient OK"
@@ -131,7 +116,7 @@ async fn downstream_refusals_are_passed_back_per_recipient() {
         client.cmd("RCPT TO:<ops@prokuroria.example>").await,
         "250 2.1.5 Recipient OK"
     );
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("DATA", "354").await;
     client.send(&clean_message("s", "hi\r\n")).await;
     let reply = client.cmd(".").await;
     assert!(reply.starts_with("250"), "{reply}");
@@ -226,25 +211,17 @@ async fn ehlo_advertises_the_extensions_and_replies_carry_status_codes() {
             "{ext} missing in {ehlo}"
         );
     }
-    assert!(client.cmd("VRFY it").await.starts_with("252 2.5.0"));
-    assert!(client.cmd("HELP").await.starts_with("214 2.0.0"));
-    assert!(client.cmd("NOOP").await.starts_with("250 2.0.0"));
-    assert!(client.cmd("RSET").await.starts_with("250 2.0.0"));
-    assert!(
-        client
-            .cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("503 5.5.1")
-    );
-    assert!(client.cmd("DATA").await.starts_with("503 5.5.1"));
-    assert!(client.cmd("BOGUS").await.starts_with("500 5.5.2"));
-    assert!(
-        client
-            .cmd("MAIL FROM:<not an address")
-            .await
-            .starts_with("501 5.")
-    );
-    assert!(client.cmd("QUIT").await.starts_with("221 2.0.0"));
+    client.expect("VRFY it", "252 2.5.0").await;
+    client.expect("HELP", "214 2.0.0").await;
+    client.expect("NOOP", "250 2.0.0").await;
+    client.expect("RSET", "250 2.0.0").await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "503 5.5.1")
+        .await;
+    client.expect("DATA", "503 5.5.1").await;
+    client.expect("BOGUS", "500 5.5.2").await;
+    client.expect("MAIL FROM:<not an address", "501 5.").await;
+    client.expect("QUIT", "221 2.0.0").await;
 }
 
 #[tokio::test]
@@ -252,21 +229,16 @@ async fn smtputf8_and_8bitmime_pass_through() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
     let r = client
         .cmd("MAIL FROM:<përdorues@shembull.example> SMTPUTF8 BODY=8BITMIME")
         .await;
     assert!(r.starts_with("250"), "{r}");
     let r = client.cmd("RCPT TO:<tëknik@prokuroria.example>").await;
     assert!(r.starts_with("250"), "{r}");
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("DATA", "354").await;
     client.send(&clean_message("Тест", "Çështje\r\n")).await;
-    assert!(client.cmd(".").await.starts_with("250"));
+    client.expect(".", "250").await;
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].mail_from, "përdorues@shembull.example");
     assert_eq!(got[0].rcpt_to, ["tëknik@prokuroria.example"]);
@@ -286,19 +258,13 @@ async fn size_limits_are_announced_and_enforced() {
     let r = client.cmd("MAIL FROM:<a@sender.example> SIZE=20000").await;
     assert!(r.starts_with("552 5.3.4"), "{r}");
     // A sender that lies about SIZE is stopped while reading.
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example> SIZE=500")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client
+        .expect("MAIL FROM:<a@sender.example> SIZE=500", "250")
+        .await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "250")
+        .await;
+    client.expect("DATA", "354").await;
     let big = clean_message(
         "big",
         &"x".repeat(100)
@@ -309,7 +275,7 @@ async fn size_limits_are_announced_and_enforced() {
     let r = client.cmd(".").await;
     assert!(r.starts_with("552 5.3.4"), "{r}");
     // The session goes on, and nothing reached the downstream.
-    assert!(client.cmd("NOOP").await.starts_with("250"));
+    client.expect("NOOP", "250").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(sink.deliveries().is_empty());
 }
@@ -319,35 +285,19 @@ async fn too_many_recipients_get_452() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[("smtp", "max_recipients = 2")]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<a1@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<a2@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
+    client
+        .expect("RCPT TO:<a1@prokuroria.example>", "250")
+        .await;
+    client
+        .expect("RCPT TO:<a2@prokuroria.example>", "250")
+        .await;
     let r = client.cmd("RCPT TO:<a3@prokuroria.example>").await;
     assert!(r.starts_with("452 4.5.3"), "{r}");
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("DATA", "354").await;
     client.send(&clean_message("s", "hi\r\n")).await;
-    assert!(client.cmd(".").await.starts_with("250"));
+    client.expect(".", "250").await;
     assert_eq!(sink.wait_for(1).await[0].rcpt_to.len(), 2);
 }
 
@@ -356,12 +306,7 @@ async fn idle_client_is_dropped_with_421() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[("smtp", "command_timeout = \"300ms\"")]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
     let started = std::time::Instant::now();
     let r = client.reply().await;
     assert!(r.starts_with("421 4.4.2"), "{r}");
@@ -374,25 +319,12 @@ async fn stalled_data_is_dropped_with_421() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[("smtp", "data_timeout = \"300ms\"")]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("EHLO client.example.org", "250").await;
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "250")
+        .await;
+    client.expect("DATA", "354").await;
     client.send(b"Subject: half a message\r\n").await;
     assert!(client.reply().await.starts_with("421 4.4.2"));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -408,25 +340,12 @@ async fn smuggling_shapes_never_yield_two_messages() {
     let shapes: [&[u8]; 5] = [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"];
     for shape in shapes {
         let mut client = kala.client().await;
-        assert!(
-            client
-                .cmd("EHLO client.example.org")
-                .await
-                .starts_with("250")
-        );
-        assert!(
-            client
-                .cmd("MAIL FROM:<a@sender.example>")
-                .await
-                .starts_with("250")
-        );
-        assert!(
-            client
-                .cmd("RCPT TO:<it@prokuroria.example>")
-                .await
-                .starts_with("250")
-        );
-        assert!(client.cmd("DATA").await.starts_with("354"));
+        client.expect("EHLO client.example.org", "250").await;
+        client.expect("MAIL FROM:<a@sender.example>", "250").await;
+        client
+            .expect("RCPT TO:<it@prokuroria.example>", "250")
+            .await;
+        client.expect("DATA", "354").await;
         let mut payload = clean_message("first", "innocent");
         payload.extend_from_slice(shape);
         payload.extend_from_slice(
@@ -474,19 +393,11 @@ async fn dot_stuffing_round_trips_and_empty_message_works() {
             .starts_with("250")
     );
     // An empty message: `.` straight after 354.
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "250")
+        .await;
+    client.expect("DATA", "354").await;
     let r = client.cmd(".").await;
     assert!(r.starts_with("250"), "{r}");
     let got = sink.wait_for(2).await;
@@ -544,12 +455,7 @@ async fn long_command_line_is_refused_and_session_survives() {
     let mut client = kala.client().await;
     let r = client.cmd(&format!("EHLO {}", "a".repeat(5000))).await;
     assert!(r.starts_with("500 5.5.2"), "{r}");
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
 }
 
 #[tokio::test]
@@ -681,22 +587,14 @@ async fn helo_symbols_reach_the_verdict() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client = kala.client().await;
-    assert!(client.cmd("EHLO desktop").await.starts_with("250"));
-    assert!(
-        client
-            .cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(client.cmd("DATA").await.starts_with("354"));
+    client.expect("EHLO desktop", "250").await;
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "250")
+        .await;
+    client.expect("DATA", "354").await;
     client.send(&clean_message("s", "hi\r\n")).await;
-    assert!(client.cmd(".").await.starts_with("250"));
+    client.expect(".", "250").await;
     let data = String::from_utf8(sink.wait_for(1).await[0].data.clone()).unwrap();
     assert!(
         data.contains("X-Kala-Symbols: HELO_NOT_FQDN(1.00)"),
@@ -709,19 +607,11 @@ async fn shutdown_drains_in_flight_transactions_and_refuses_new_work() {
     let sink = Sink::start().await;
     let mut kala = Kala::start(sink.addr, &[("smtp", "shutdown_grace = \"10s\"")]).await;
     let mut idle = kala.client().await;
-    assert!(idle.cmd("EHLO idle.example.org").await.starts_with("250"));
+    idle.expect("EHLO idle.example.org", "250").await;
     let mut busy = kala.client().await;
-    assert!(busy.cmd("EHLO busy.example.org").await.starts_with("250"));
-    assert!(
-        busy.cmd("MAIL FROM:<a@sender.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        busy.cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("250")
-    );
+    busy.expect("EHLO busy.example.org", "250").await;
+    busy.expect("MAIL FROM:<a@sender.example>", "250").await;
+    busy.expect("RCPT TO:<it@prokuroria.example>", "250").await;
 
     let server = kala.server.take().unwrap();
     let shutdown = tokio::spawn(server.shutdown());
@@ -735,14 +625,10 @@ async fn shutdown_drains_in_flight_transactions_and_refuses_new_work() {
         .unwrap();
     assert!(buf.starts_with("421 4.3.2"), "{buf}");
     // The transaction in flight finishes and is delivered; the next command gets 421.
-    assert!(busy.cmd("DATA").await.starts_with("354"));
+    busy.expect("DATA", "354").await;
     busy.send(&clean_message("in flight", "hi\r\n")).await;
-    assert!(busy.cmd(".").await.starts_with("250"));
-    assert!(
-        busy.cmd("MAIL FROM:<b@sender.example>")
-            .await
-            .starts_with("421")
-    );
+    busy.expect(".", "250").await;
+    busy.expect("MAIL FROM:<b@sender.example>", "421").await;
     assert_eq!(
         shutdown.await.unwrap(),
         0,
@@ -756,12 +642,7 @@ async fn pipelined_commands_behind_starttls_are_discarded() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client: Client<tokio::net::TcpStream> = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
     client
         .send(b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
         .await;
@@ -769,12 +650,8 @@ async fn pipelined_commands_behind_starttls_are_discarded() {
     let mut tls = support::tls_upgrade(client, &kala).await;
     // After the handshake the injected MAIL must not have been acted on: EHLO is required
     // and no transaction is open.
-    assert!(
-        tls.cmd("RCPT TO:<it@prokuroria.example>")
-            .await
-            .starts_with("503")
-    );
-    assert!(tls.cmd("EHLO client.example.org").await.starts_with("250"));
+    tls.expect("RCPT TO:<it@prokuroria.example>", "503").await;
+    tls.expect("EHLO client.example.org", "250").await;
 }
 
 #[tokio::test]
@@ -835,18 +712,10 @@ async fn a_sender_the_downstream_refuses_is_refused_at_rcpt() {
     let sink = Sink::start().await;
     let kala = Kala::start(sink.addr, &[]).await;
     let mut client = kala.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        client
-            .cmd("MAIL FROM:<blocked@sender.example>")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
+    client
+        .expect("MAIL FROM:<blocked@sender.example>", "250")
+        .await;
     assert_eq!(
         client.cmd("RCPT TO:<it@prokuroria.example>").await,
         "550 5.7.1 Sender blocked"
@@ -855,9 +724,9 @@ async fn a_sender_the_downstream_refuses_is_refused_at_rcpt() {
         client.cmd("RCPT TO:<ops@prokuroria.example>").await,
         "550 5.7.1 Sender blocked"
     );
-    assert!(client.cmd("DATA").await.starts_with("554 5.5.1"));
+    client.expect("DATA", "554 5.5.1").await;
     // After RSET the same connection works for a good sender.
-    assert!(client.cmd("RSET").await.starts_with("250"));
+    client.expect("RSET", "250").await;
     let r = client
         .send_mail(
             "ana@sender.example",
@@ -923,12 +792,7 @@ async fn downstream_starttls_verified_against_a_trusted_ca() {
     )
     .await;
     let mut client = strict.client().await;
-    assert!(
-        client
-            .cmd("EHLO client.example.org")
-            .await
-            .starts_with("250")
-    );
+    client.expect("EHLO client.example.org", "250").await;
     let r = client.cmd("MAIL FROM:<a@sender.example>").await;
     assert!(r.starts_with("451 4.4.1"), "{r}");
 }

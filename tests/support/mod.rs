@@ -233,6 +233,13 @@ impl Kala {
             .entry("downstream")
             .or_default()
             .push("connect_timeout = \"2s\"".into());
+        // The SMTP tests are not about rules: none loaded, unless a test asks for them.
+        if !settings.iter().any(|(section, _)| *section == "rules") {
+            sections
+                .entry("rules")
+                .or_default()
+                .push("dirs = []".into());
+        }
         for (section, line) in settings {
             sections.entry(section).or_default().push(line.to_string());
         }
@@ -314,6 +321,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
+    }
+
+    /// Sends a command and asserts its reply starts with `expected` (a code, or more).
+    pub async fn expect(&mut self, line: &str, expected: &str) -> String {
+        let reply = self.cmd(line).await;
+        assert!(
+            reply.starts_with(expected),
+            "{line}: expected {expected}, got {reply}"
+        );
+        reply
     }
 
     /// EHLO, MAIL, RCPTs, DATA, message, `.`: returns the final reply. Panics if a step fails.

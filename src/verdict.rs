@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One named finding, e.g. `MISSING_DATE (1.0): message has no Date header`.
+/// One named finding, e.g. `KALA_MISSING_DATE (1.0): message has no Date header`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Symbol {
     /// SCREAMING_SNAKE name, stable across releases: admins write scores against it.
@@ -42,7 +42,7 @@ impl fmt::Display for Symbol {
     }
 }
 
-/// True for names like `MISSING_DATE`: what config keys and headers may carry.
+/// True for names like `KALA_MISSING_DATE`: what config keys and headers may carry.
 pub fn is_symbol_name(name: &str) -> bool {
     !name.is_empty()
         && name

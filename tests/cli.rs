@@ -66,7 +66,7 @@ fn scan_prints_the_verdict_in_human_and_json_form() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("action accept, score "), "{text}");
     assert!(
-        text.contains("MISSING_FROM") && text.contains("Message has no From header"),
+        text.contains("KALA_MISSING_FROM") && text.contains("Message has no From header"),
         "{text}"
     );
 
@@ -87,7 +87,11 @@ fn scan_prints_the_verdict_in_human_and_json_form() {
         .collect();
     assert_eq!(
         names[..3],
-        ["MISSING_FROM", "MISSING_DATE", "MISSING_MESSAGE_ID"]
+        [
+            "KALA_MISSING_FROM",
+            "KALA_MISSING_DATE",
+            "KALA_MISSING_MESSAGE_ID"
+        ]
     );
 }
 

@@ -405,7 +405,7 @@ async fn dot_stuffing_round_trips_and_empty_message_works() {
     assert_eq!(original, message);
     let (added, original) = split_added_headers(&got[1].data);
     assert!(
-        original.is_empty() && added.contains("EMPTY_BODY"),
+        original.is_empty() && added.contains("KALA_EMPTY_BODY"),
         "{added}"
     );
 }
@@ -502,7 +502,7 @@ async fn downstream_connections_are_reused() {
 #[tokio::test]
 async fn each_action_does_what_it_says() {
     let sink = Sink::start().await;
-    // A message without Date scores MISSING_DATE; the config turns that into each action.
+    // A message without Date scores KALA_MISSING_DATE; the config turns that into each action.
     let undated = b"From: a@sender.example\r\nSubject: Fatura\r\nMessage-ID: <u@sender.example>\r\n\r\nPaguani sot\r\n";
 
     let tag = Kala::start(sink.addr, &[("policy", "tag_score = 1.0")]).await;
@@ -519,7 +519,7 @@ async fn each_action_does_what_it_says() {
         "{data}"
     );
     assert!(
-        data.contains("X-Kala-Symbols: MISSING_DATE(1.00)"),
+        data.contains("X-Kala-Symbols: KALA_MISSING_DATE(1.00)"),
         "{data}"
     );
 
@@ -543,7 +543,7 @@ async fn each_action_does_what_it_says() {
     );
     let record = std::fs::read_to_string(held[0].with_extension("json")).unwrap();
     assert!(
-        record.contains("MISSING_DATE") && record.contains("\"quarantine\""),
+        record.contains("KALA_MISSING_DATE") && record.contains("\"quarantine\""),
         "{record}"
     );
 
@@ -560,11 +560,11 @@ async fn each_action_does_what_it_says() {
         .await
         .send_mail("a@sender.example", &["it@prokuroria.example"], undated)
         .await;
-    assert_eq!(r, "550 5.7.1 Message rejected as spam (MISSING_DATE)");
+    assert_eq!(r, "550 5.7.1 Message rejected as spam (KALA_MISSING_DATE)");
 
     let tempfail = Kala::start(
         sink.addr,
-        &[("policy.force_actions", "MISSING_DATE = \"tempfail\"")],
+        &[("policy.force_actions", "KALA_MISSING_DATE = \"tempfail\"")],
     )
     .await;
     let r = tempfail
@@ -597,7 +597,7 @@ async fn helo_symbols_reach_the_verdict() {
     client.expect(".", "250").await;
     let data = String::from_utf8(sink.wait_for(1).await[0].data.clone()).unwrap();
     assert!(
-        data.contains("X-Kala-Symbols: HELO_NOT_FQDN(1.00)"),
+        data.contains("X-Kala-Symbols: KALA_HELO_NOT_FQDN(1.00)"),
         "{data}"
     );
 }

@@ -30,14 +30,14 @@ impl Check for HeaderStructure {
         // RFC 5322 §3.6: exactly one Date and one From; Message-ID "SHOULD" be present.
         match m.header_count("Date") {
             0 => symbols.push(Symbol::new(
-                "MISSING_DATE",
+                "KALA_MISSING_DATE",
                 1.0,
                 "Message has no Date header",
             )),
             1 => {}
             n => symbols.push(
                 Symbol::new(
-                    "MULTIPLE_DATE",
+                    "KALA_MULTIPLE_DATE",
                     1.0,
                     "Message has more than one Date header",
                 )
@@ -46,14 +46,14 @@ impl Check for HeaderStructure {
         }
         match m.header_count("From") {
             0 => symbols.push(Symbol::new(
-                "MISSING_FROM",
+                "KALA_MISSING_FROM",
                 2.0,
                 "Message has no From header",
             )),
             1 => {}
             n => symbols.push(
                 Symbol::new(
-                    "MULTIPLE_FROM",
+                    "KALA_MULTIPLE_FROM",
                     2.0,
                     "Message has more than one From header",
                 )
@@ -62,14 +62,14 @@ impl Check for HeaderStructure {
         }
         if m.header("Message-ID").is_none_or(|v| v.trim().is_empty()) {
             symbols.push(Symbol::new(
-                "MISSING_MESSAGE_ID",
+                "KALA_MISSING_MESSAGE_ID",
                 1.0,
                 "Message has no Message-ID header",
             ));
         }
         if m.header("Subject").is_none() {
             symbols.push(Symbol::new(
-                "MISSING_SUBJECT",
+                "KALA_MISSING_SUBJECT",
                 0.5,
                 "Message has no Subject header",
             ));
@@ -78,14 +78,14 @@ impl Check for HeaderStructure {
             || m.html_parts.iter().any(|h| !h.text.trim().is_empty());
         if !has_text && m.attachments.is_empty() {
             symbols.push(Symbol::new(
-                "EMPTY_BODY",
+                "KALA_EMPTY_BODY",
                 1.0,
                 "Message has no text and no attachments",
             ));
         }
         if m.encoding_problem {
             symbols.push(Symbol::new(
-                "MIME_ENCODING_PROBLEM",
+                "KALA_MIME_ENCODING_PROBLEM",
                 0.5,
                 "A MIME part has a broken transfer encoding or charset",
             ));
@@ -127,8 +127,22 @@ mod tests {
     #[tokio::test]
     async fn missing_headers_are_named() {
         let got = names(b"Subject: hi\r\n\r\nhello\r\n").await;
-        assert_eq!(got, ["MISSING_DATE", "MISSING_FROM", "MISSING_MESSAGE_ID"]);
+        assert_eq!(
+            got,
+            [
+                "KALA_MISSING_DATE",
+                "KALA_MISSING_FROM",
+                "KALA_MISSING_MESSAGE_ID"
+            ]
+        );
         let got = names(b"From: a@x\r\nFrom: b@x\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <x@y>\r\n\r\n").await;
-        assert_eq!(got, ["MULTIPLE_FROM", "MISSING_SUBJECT", "EMPTY_BODY"]);
+        assert_eq!(
+            got,
+            [
+                "KALA_MULTIPLE_FROM",
+                "KALA_MISSING_SUBJECT",
+                "KALA_EMPTY_BODY"
+            ]
+        );
     }
 }

@@ -24,7 +24,7 @@ impl Check for HeloName {
         };
         let symbol = if helo.parse::<std::net::IpAddr>().is_ok() {
             Some(Symbol::new(
-                "HELO_BARE_IP",
+                "KALA_HELO_BARE_IP",
                 1.0,
                 "HELO is an IP address without [brackets]",
             ))
@@ -34,13 +34,13 @@ impl Check for HeloName {
             || helo.to_ascii_lowercase().starts_with("localhost.")
         {
             Some(Symbol::new(
-                "HELO_LOCALHOST",
+                "KALA_HELO_LOCALHOST",
                 1.5,
                 "HELO claims to be localhost",
             ))
         } else if !helo.contains('.') {
             Some(Symbol::new(
-                "HELO_NOT_FQDN",
+                "KALA_HELO_NOT_FQDN",
                 1.0,
                 "HELO is not a fully qualified domain name",
             ))
@@ -82,8 +82,8 @@ mod tests {
     async fn helo_shapes() {
         assert!(names("mail.example.org").await.is_empty());
         assert!(names("[192.0.2.1]").await.is_empty());
-        assert_eq!(names("192.0.2.1").await, ["HELO_BARE_IP"]);
-        assert_eq!(names("desktop").await, ["HELO_NOT_FQDN"]);
-        assert_eq!(names("localhost").await, ["HELO_LOCALHOST"]);
+        assert_eq!(names("192.0.2.1").await, ["KALA_HELO_BARE_IP"]);
+        assert_eq!(names("desktop").await, ["KALA_HELO_NOT_FQDN"]);
+        assert_eq!(names("localhost").await, ["KALA_HELO_LOCALHOST"]);
     }
 }

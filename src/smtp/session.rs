@@ -216,7 +216,7 @@ impl Session {
         }
         // A second EHLO replaces what the first one found.
         self.connection_symbols
-            .retain(|s| !s.name.starts_with("HELO_"));
+            .retain(|s| !s.name.starts_with("KALA_HELO_"));
         self.connection_symbols.extend(outcome.symbols);
         let smtp = &self.shared.settings.smtp;
         let greet = format!("{} Hello {host} [{}]", smtp.hostname, self.peer.ip());
@@ -657,7 +657,7 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.connection_symbols
-            .retain(|s| !s.name.starts_with("HELO_"));
+            .retain(|s| !s.name.starts_with("KALA_HELO_"));
         Ok(())
     }
 

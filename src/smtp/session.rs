@@ -515,8 +515,12 @@ impl Session {
         }
         let spool = &data.spool;
         let max_header = settings.smtp.max_header_size;
-        let prefix = match spool.read_range(0, max_header + 2).await {
-            Ok(prefix) => prefix,
+        let received = rewrite::received_header(envelope, &settings.smtp.hostname);
+        let pipeline = &self.shared.pipeline;
+        let scan_len = pipeline.max_scan_size().saturating_sub(received.len());
+        // One read serves both the header check and the scan.
+        let head = match spool.read_range(0, scan_len.max(max_header + 2)).await {
+            Ok(head) => head,
             Err(error) => {
                 tracing::error!(%error, "cannot read spool");
                 return early(
@@ -525,8 +529,9 @@ impl Session {
                 );
             }
         };
+        let prefix = &head[..head.len().min(max_header + 2)];
         let Some(header_len) =
-            rewrite::header_len(&prefix, spool.len()).filter(|&n| n <= max_header)
+            rewrite::header_len(prefix, spool.len()).filter(|&n| n <= max_header)
         else {
             return early(
                 "header_size",
@@ -538,21 +543,9 @@ impl Session {
             );
         };
 
-        let received = rewrite::received_header(envelope, &settings.smtp.hostname);
-        let pipeline = &self.shared.pipeline;
-        let scan_len = pipeline.max_scan_size().saturating_sub(received.len());
-        let mut raw = Vec::with_capacity(received.len() + spool.len().min(scan_len));
+        let mut raw = Vec::with_capacity(received.len() + head.len().min(scan_len));
         raw.extend_from_slice(received.as_bytes());
-        match spool.read_range(0, scan_len).await {
-            Ok(bytes) => raw.extend_from_slice(&bytes),
-            Err(error) => {
-                tracing::error!(%error, "cannot read spool");
-                return early(
-                    "spool_error",
-                    Reply::new(451, (4, 3, 0), "Local problem, try again later"),
-                );
-            }
-        }
+        raw.extend_from_slice(&head[..head.len().min(scan_len)]);
         let message = pipeline.parse(raw, received.len() + spool.len()).await;
         let verdict = pipeline
             .scan(envelope, &message, std::mem::take(&mut tx.symbols))

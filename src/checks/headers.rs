@@ -107,6 +107,7 @@ mod tests {
             phase: Phase::Data,
             envelope: &e,
             message: Some(&m),
+            cpu: &super::super::CpuSlots::new(1),
         };
         HeaderStructure
             .check(&ctx)

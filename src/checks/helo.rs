@@ -67,6 +67,7 @@ mod tests {
             phase: Phase::Helo,
             envelope: &e,
             message: None,
+            cpu: &super::super::CpuSlots::new(1),
         };
         HeloName
             .check(&ctx)

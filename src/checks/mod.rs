@@ -43,8 +43,34 @@ pub enum Phase {
 pub struct Context<'a> {
     pub phase: Phase,
     pub envelope: &'a Envelope,
-    /// Shared, so a check can hand it to a blocking thread for CPU-heavy work.
+    /// Shared, so a check can hand it to [`CpuSlots::run`] for CPU-heavy work.
     pub message: Option<&'a Arc<Message>>,
+    pub cpu: &'a CpuSlots,
+}
+
+/// Runs CPU-heavy work (parsing, regex scanning) on blocking threads, at most `workers` at
+/// once. More would only queue on the same cores, and each scan running at the same time
+/// holds its own regex caches (megabytes each): this bound is also what bounds memory.
+pub struct CpuSlots {
+    slots: Semaphore,
+}
+
+impl CpuSlots {
+    pub fn new(workers: usize) -> CpuSlots {
+        CpuSlots {
+            slots: Semaphore::new(workers.max(1)),
+        }
+    }
+
+    /// Waits for a free slot, then runs `work` off the async runtime.
+    pub async fn run<R, F>(&self, work: F) -> anyhow::Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let _slot = self.slots.acquire().await?;
+        Ok(tokio::task::spawn_blocking(work).await?)
+    }
 }
 
 /// A check may refuse outright before DATA (e.g. a blocklisted client).
@@ -93,9 +119,8 @@ pub struct Pipeline {
     policy: Policy,
     check_timeout: Duration,
     max_scan_size: usize,
-    /// Parsing is CPU work done off the async runtime; this caps how many run at once (and so
-    /// how much memory parsed views take).
-    parse_slots: Arc<Semaphore>,
+    /// Parsing and rule scanning, bounded to the configured number of workers.
+    cpu: CpuSlots,
 }
 
 impl Pipeline {
@@ -114,7 +139,7 @@ impl Pipeline {
             policy: settings.policy.clone(),
             check_timeout: settings.scan.check_timeout,
             max_scan_size: settings.scan.max_scan_size,
-            parse_slots: Arc::new(Semaphore::new(settings.scan.workers.max(1))),
+            cpu: CpuSlots::new(settings.scan.workers),
         }
     }
 
@@ -143,6 +168,7 @@ impl Pipeline {
             phase,
             envelope,
             message,
+            cpu: &self.cpu,
         };
         let runs = self
             .checks
@@ -178,13 +204,10 @@ impl Pipeline {
             // Tens of microseconds: cheaper here than the hop to a blocking thread and back.
             return Arc::new(Message::parse_owned(raw, total_size));
         }
-        let _slot = self
-            .parse_slots
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        let parsed =
-            tokio::task::spawn_blocking(move || Message::parse_owned(raw, total_size)).await;
+        let parsed = self
+            .cpu
+            .run(move || Message::parse_owned(raw, total_size))
+            .await;
         Arc::new(parsed.unwrap_or_else(|e| Message {
             parse_error: Some(format!("parse task failed: {e}")),
             size: total_size,

@@ -71,10 +71,11 @@ impl Check for SpamRules {
             return Ok(Outcome::default());
         }
         let envelope = ctx.envelope.clone();
-        // Regex work is CPU work: off the async runtime.
         let evaluated = set.clone();
-        let hits =
-            tokio::task::spawn_blocking(move || evaluated.evaluate(&message, &envelope)).await?;
+        let hits = ctx
+            .cpu
+            .run(move || evaluated.evaluate(&message, &envelope))
+            .await?;
         let symbols = hits
             .into_iter()
             .map(|hit| {

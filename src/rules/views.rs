@@ -7,10 +7,13 @@
 //! - `full`: the raw message.
 //! - headers: decoded unless `:raw`; all instances of a header joined with newlines.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
 use crate::envelope::Envelope;
 use crate::message::Message;
 
-use super::parse::{HeaderPart, HeaderSource};
+use super::parse::{HeaderPart, HeaderSource, View};
 
 /// SpamAssassin's `body_part_scan_size`: body rules see at most this much of each part, which
 /// also bounds the time any rule can take.
@@ -18,58 +21,89 @@ const PART_SCAN_LIMIT: usize = 50_000;
 /// `rawbody_part_scan_size`.
 const RAW_PART_SCAN_LIMIT: usize = 500_000;
 
-/// The texts of one message, built once per message for all rules.
+/// The texts of one message, each built on first use (a rule set with no `full` rules never
+/// pays for the raw message as text) and then shared by all rules.
 pub struct Views<'a> {
     message: &'a Message,
     envelope: &'a Envelope,
-    pub body: Vec<String>,
-    pub rawbody: Vec<String>,
-    pub uris: Vec<String>,
-    pub full: String,
+    body: OnceCell<Vec<String>>,
+    rawbody: OnceCell<Vec<&'a str>>,
+    uris: OnceCell<Vec<String>>,
+    full: OnceCell<Cow<'a, str>>,
 }
 
 impl<'a> Views<'a> {
     pub fn new(message: &'a Message, envelope: &'a Envelope) -> Views<'a> {
-        // The Subject is the first line of the body, as in SpamAssassin.
-        let subject = message.subject.as_deref().unwrap_or("");
-        let mut body = vec![subject.split_whitespace().collect::<Vec<_>>().join(" ")];
-        for part in &message.text_parts {
-            paragraphs(truncate(part, PART_SCAN_LIMIT), &mut body);
-        }
-        for part in &message.html_parts {
-            paragraphs(truncate(&part.text, PART_SCAN_LIMIT), &mut body);
-        }
-
-        let mut rawbody = Vec::new();
-        for part in message
-            .text_parts
-            .iter()
-            .chain(message.html_parts.iter().map(|h| &h.html))
-        {
-            rawbody.extend(
-                truncate(part, RAW_PART_SCAN_LIMIT)
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-
-        let mut uris = Vec::with_capacity(message.urls.len());
-        for found in &message.urls {
-            let url = found.url.as_str();
-            uris.push(url.to_string());
-            if !url.contains("://") && !url.starts_with("mailto:") {
-                uris.push(format!("http://{url}"));
-            }
-        }
-
         Views {
             message,
             envelope,
-            body,
-            rawbody,
-            uris,
-            full: String::from_utf8_lossy(&message.raw).into_owned(),
+            body: OnceCell::new(),
+            rawbody: OnceCell::new(),
+            uris: OnceCell::new(),
+            full: OnceCell::new(),
         }
+    }
+
+    /// The lines a view's rules run on, one by one.
+    pub fn lines(&self, view: View) -> Vec<&str> {
+        match view {
+            View::Body => self.body().iter().map(String::as_str).collect(),
+            View::RawBody => self.rawbody().clone(),
+            View::Uri => self.uris().iter().map(String::as_str).collect(),
+            View::Full => vec![self.full()],
+            View::Header => Vec::new(),
+        }
+    }
+
+    /// The Subject first (as in SpamAssassin), then each text part and each HTML part
+    /// rendered to text, as paragraphs.
+    pub fn body(&self) -> &[String] {
+        self.body.get_or_init(|| {
+            let message = self.message;
+            let subject = message.subject.as_deref().unwrap_or("");
+            let mut body = vec![subject.split_whitespace().collect::<Vec<_>>().join(" ")];
+            for part in &message.text_parts {
+                paragraphs(truncate(part, PART_SCAN_LIMIT), &mut body);
+            }
+            for part in &message.html_parts {
+                paragraphs(truncate(&part.text, PART_SCAN_LIMIT), &mut body);
+            }
+            body
+        })
+    }
+
+    /// Decoded text parts and HTML source, line by line.
+    pub fn rawbody(&self) -> &Vec<&'a str> {
+        self.rawbody.get_or_init(|| {
+            let message = self.message;
+            message
+                .text_parts
+                .iter()
+                .chain(message.html_parts.iter().map(|h| &h.html))
+                .flat_map(|part| truncate(part, RAW_PART_SCAN_LIMIT).lines())
+                .collect()
+        })
+    }
+
+    /// Every URL; a scheme-less one (`www.example.org`) also with `http://` in front.
+    pub fn uris(&self) -> &[String] {
+        self.uris.get_or_init(|| {
+            let mut uris = Vec::with_capacity(self.message.urls.len());
+            for found in &self.message.urls {
+                let url = found.url.as_str();
+                uris.push(url.to_string());
+                if !url.contains("://") && !url.starts_with("mailto:") {
+                    uris.push(format!("http://{url}"));
+                }
+            }
+            uris
+        })
+    }
+
+    /// The raw message as text (borrowed when it is valid UTF-8, as most mail is).
+    pub fn full(&self) -> &str {
+        self.full
+            .get_or_init(|| String::from_utf8_lossy(&self.message.raw))
     }
 
     /// What a header rule reads; `None` when the header is absent.
@@ -135,27 +169,37 @@ impl<'a> Views<'a> {
 }
 
 /// SpamAssassin's paragraph rule: blank-line runs separate paragraphs, all other whitespace
-/// runs become one space.
+/// runs become one space. Words are copied as whole slices: this runs over every byte of
+/// every text part, so it must not work a character at a time.
 fn paragraphs(text: &str, out: &mut Vec<String>) {
     let mut current = String::new();
-    let mut spaces = false;
     let mut newlines = 0;
-    for c in text.chars() {
-        if c.is_whitespace() {
-            spaces = true;
-            newlines += usize::from(c == '\n');
+    let mut after_space = false;
+    let mut word_start = None;
+    for (at, c) in text.char_indices() {
+        if !c.is_whitespace() {
+            if word_start.is_none() {
+                if !current.is_empty() {
+                    if newlines >= 2 {
+                        out.push(std::mem::take(&mut current));
+                    } else if after_space {
+                        current.push(' ');
+                    }
+                }
+                word_start = Some(at);
+                after_space = false;
+            }
             continue;
         }
-        if !current.is_empty() {
-            if newlines >= 2 {
-                out.push(std::mem::take(&mut current));
-            } else if spaces {
-                current.push(' ');
-            }
+        if let Some(start) = word_start.take() {
+            current.push_str(&text[start..at]);
+            newlines = 0;
         }
-        spaces = false;
-        newlines = 0;
-        current.push(c);
+        after_space = true;
+        newlines += usize::from(c == '\n');
+    }
+    if let Some(start) = word_start {
+        current.push_str(&text[start..]);
     }
     if !current.is_empty() {
         out.push(current);
@@ -208,6 +252,9 @@ mod tests {
         let mut out = Vec::new();
         paragraphs("line one\nstill one\n\n\nsecond   para\t x\n", &mut out);
         assert_eq!(out, ["line one still one", "second para x"]);
+        let mut out = Vec::new();
+        paragraphs("\n\n  lead\u{a0}nbsp ë\r\n\r\nlast", &mut out);
+        assert_eq!(out, ["lead nbsp ë", "last"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod perl;
 pub mod prefilter;
 pub mod views;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,11 +54,19 @@ enum Matcher {
     Unsupported(String),
 }
 
+/// What a header rule reads and how it counts.
+struct HeaderTest {
+    /// Index into [`RuleSet::header_keys`]: rules reading the same header share its value.
+    key: usize,
+    negate: bool,
+    if_unset: Option<String>,
+}
+
 struct Rule {
     name: String,
     view: Option<View>,
     matcher: Matcher,
-    header: Option<(HeaderSource, HeaderPart, bool, Option<String>)>,
+    header: Option<HeaderTest>,
     score: f64,
     descriptions: BTreeMap<String, String>,
     tflags: Tflags,
@@ -99,6 +108,9 @@ pub struct RuleSet {
     by_name: HashMap<String, usize>,
     groups: HashMap<View, ViewGroup>,
     headers: Vec<usize>,
+    /// Each header (and modifier) some rule reads, once: a message's value of it is built
+    /// once per scan, however many rules read it.
+    header_keys: Vec<(HeaderSource, HeaderPart)>,
     /// Metas in dependency order.
     metas: Vec<usize>,
     pub stats: BTreeMap<&'static str, TypeStats>,
@@ -178,6 +190,7 @@ impl RuleSet {
             by_name: HashMap::with_capacity(defs.len()),
             groups: HashMap::new(),
             headers: Vec::new(),
+            header_keys: Vec::new(),
             metas: Vec::new(),
             stats: BTreeMap::new(),
             errors,
@@ -211,7 +224,11 @@ impl RuleSet {
                     pattern,
                 } => {
                     view = Some(View::Header);
-                    header = Some((source, part, negate, if_unset));
+                    header = Some(HeaderTest {
+                        key: set.header_key(source, part),
+                        negate,
+                        if_unset,
+                    });
                     compile_pattern(&pattern)
                 }
                 RuleKind::Exists(name) => {
@@ -259,6 +276,21 @@ impl RuleSet {
         set.build_groups();
         set.count_stats();
         set
+    }
+
+    fn header_key(&mut self, source: HeaderSource, part: HeaderPart) -> usize {
+        let source = match source {
+            HeaderSource::Named(name) => HeaderSource::Named(name.to_ascii_lowercase()),
+            other => other,
+        };
+        let key = (source, part);
+        match self.header_keys.iter().position(|k| *k == key) {
+            Some(index) => index,
+            None => {
+                self.header_keys.push(key);
+                self.header_keys.len() - 1
+            }
+        }
     }
 
     fn compile_metas(&mut self, sources: Vec<(usize, String)>) {
@@ -415,17 +447,23 @@ impl RuleSet {
         let mut counts = vec![0u32; self.rules.len()];
         let mut matched: Vec<Option<String>> = vec![None; self.rules.len()];
 
+        let values: Vec<OnceCell<Option<String>>> = vec![OnceCell::new(); self.header_keys.len()];
         for &index in &self.headers {
             let rule = &self.rules[index];
             let (count, text) = match (&rule.matcher, &rule.header) {
                 (Matcher::Exists(name), _) => (u32::from(views.has_header(name)), None),
-                (matcher, Some((source, part, negate, if_unset))) => {
-                    let value = views
-                        .header(source, *part)
-                        .or_else(|| if_unset.clone())
-                        .unwrap_or_default();
-                    let found = find(matcher, &value);
-                    match (found, negate) {
+                (matcher, Some(test)) => {
+                    let value = values[test.key].get_or_init(|| {
+                        let (source, part) = &self.header_keys[test.key];
+                        views.header(source, *part)
+                    });
+                    let value = match (value, &test.if_unset) {
+                        (Some(v), _) => v.as_str(),
+                        (None, Some(unset)) => unset.as_str(),
+                        (None, None) => "",
+                    };
+                    let found = find(matcher, value);
+                    match (found, test.negate) {
                         (Some(m), false) => (1, Some(m)),
                         (None, true) => (1, None),
                         _ => (0, None),

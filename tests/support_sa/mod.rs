@@ -326,7 +326,7 @@ fn effective_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -1,0 +1,141 @@
+//! Rule-engine throughput on one core, next to SpamAssassin in the same run.
+//!
+//! Over the training part of the public corpus (easy-ham-1, hard-ham-1, spam-1; fetched by
+//! `scripts/corpus`), one thread parses and scans each message with (a) Kala's own rules in
+//! `rules/` and (b) the whole SpamAssassin 4.0.1 rule set of Debian's package; then `spamd`
+//! (one child, network tests and Bayes off) scans a sample of the same messages through
+//! `spamc`. Rates are messages per CPU-second of the scanning process, so the two programs
+//! compare even on a shared machine.
+//!
+//! `cargo bench --bench rules` (needs `apt-get install spamassassin spamc npm`).
+//! Options through the environment: KALA_BENCH_SPAMD_EVERY (default 10: spamd scans every
+//! 10th message, Kala both the sample and the whole corpus).
+
+#[path = "../tests/support_sa/mod.rs"]
+mod support_sa;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kala::envelope::Envelope;
+use kala::message::Message;
+use kala::rules::RuleSet;
+use support_sa::{CORPUS_GROUPS, RULES_DIR, Spamd, clock_ticks, corpus_messages};
+
+fn main() {
+    let every: usize = std::env::var("KALA_BENCH_SPAMD_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let mut corpus = Vec::new();
+    for group in CORPUS_GROUPS {
+        for path in corpus_messages(group, usize::MAX) {
+            corpus.push(std::fs::read(&path).unwrap());
+        }
+    }
+    let sample: Vec<Vec<u8>> = corpus.iter().step_by(every).cloned().collect();
+    let bytes: usize = corpus.iter().map(Vec::len).sum();
+    println!(
+        "Rule engine benchmark: {} training messages ({:.1} MiB); spamd sample: every {every}th, {} messages",
+        corpus.len(),
+        bytes as f64 / (1 << 20) as f64,
+        sample.len()
+    );
+    println!(
+        "\n{:<28} | {:>9} | {:>10} | {:>12} | {:>14} | {:>10}",
+        "engine and rules", "messages", "CPU s", "msg/CPU-s", "ms/msg (CPU)", "rules"
+    );
+
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut kala_sample_rate = 0.0;
+    for (label, dir) in [
+        ("Kala, Kala's rules", local),
+        ("Kala, SpamAssassin rules", PathBuf::from(RULES_DIR)),
+    ] {
+        let compile = Instant::now();
+        let rules = RuleSet::load(&[dir]);
+        let compiled = compile.elapsed();
+        // One pass to warm the regex caches, as a running gateway has them.
+        scan_all(&rules, &sample);
+        for (what, messages) in [("sample", &sample), ("all", &corpus)] {
+            let cpu = scan_all(&rules, messages);
+            let rate = messages.len() as f64 / cpu.as_secs_f64();
+            print_row(
+                &format!("{label} ({what})"),
+                messages.len(),
+                cpu,
+                rules.len(),
+            );
+            if what == "sample" && label.ends_with("SpamAssassin rules") {
+                kala_sample_rate = rate;
+            }
+        }
+        println!(
+            "  (compiled in {compiled:.2?}; peak RSS so far {:.0} MiB)",
+            peak_rss_mib()
+        );
+    }
+
+    let spamd = Spamd::start_with_children(1);
+    for raw in sample.iter().take(5) {
+        spamd.symbols(raw);
+    }
+    let before = spamd.cpu_time();
+    for raw in &sample {
+        spamd.symbols(raw);
+    }
+    let cpu = spamd.cpu_time() - before;
+    let spamd_rate = sample.len() as f64 / cpu.as_secs_f64();
+    print_row("spamd, SpamAssassin rules", sample.len(), cpu, 0);
+    println!(
+        "\nKala with SpamAssassin's rules vs spamd on the same sample: {:.0}x the messages per CPU-second (target: 100x)",
+        kala_sample_rate / spamd_rate
+    );
+}
+
+/// Parses and scans every message on this thread; returns the thread's CPU time.
+fn scan_all(rules: &RuleSet, messages: &[Vec<u8>]) -> Duration {
+    let envelope = Envelope::offline("", vec![]);
+    let before = thread_cpu();
+    for raw in messages {
+        let message = Message::parse(raw, raw.len());
+        std::hint::black_box(rules.evaluate(&message, &envelope));
+    }
+    thread_cpu() - before
+}
+
+fn print_row(label: &str, messages: usize, cpu: Duration, rules: usize) {
+    let secs = cpu.as_secs_f64();
+    println!(
+        "{label:<34} | {messages:>9} | {secs:>10.2} | {:>12.0} | {:>14.3} | {:>10}",
+        messages as f64 / secs,
+        secs * 1000.0 / messages as f64,
+        if rules == 0 {
+            "-".to_string()
+        } else {
+            rules.to_string()
+        }
+    );
+}
+
+/// User+system CPU time of the calling thread (proc(5): utime and stime, in clock ticks).
+fn thread_cpu() -> Duration {
+    thread_local!(static TICKS: u64 = clock_ticks());
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / TICKS.with(|t| *t) as f64)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}

@@ -7,7 +7,9 @@
 //! cache thrash), so they go; and a Unicode class keeps only its ASCII members, standing for
 //! the rest with "any non-ASCII character".
 
-use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look, Repetition};
+use regex_syntax::hir::{
+    Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look, Repetition,
+};
 
 /// Counted repetitions spanning more than this many copies are made open-ended.
 const MAX_COUNTED: u32 = 3;
@@ -47,6 +49,16 @@ fn widen_hir(hir: Hir) -> Hir {
                 (rep.min.min(1), None)
             } else {
                 (rep.min, rep.max)
+            };
+            // `Hir`'s printer writes a repetition of a repetition as `x{1,3}?`, which reads
+            // back as a lazy `{1,3}`: a group keeps the outer one.
+            let sub = match sub.kind() {
+                HirKind::Repetition(_) => Hir::capture(Capture {
+                    index: 0,
+                    name: None,
+                    sub: Box::new(sub),
+                }),
+                _ => sub,
             };
             Hir::repetition(Repetition {
                 min,
@@ -106,6 +118,8 @@ mod tests {
             (r"\?[^#\s]{400,}", &format!("?{}", "a".repeat(400))),
             (r"(?-u:\b)money(?-u:\b)", "some money now"),
             (r"(a)(b)", "ab"),
+            (r"(?:\d{1,3})?Million", "1 Million"),
+            (r"(?:x{2})*y", "xxxxy"),
             (r"(?i)\bnov\w* ra[čc]una", "NOVOG RAČUNA"),
             (r"[\p{L}]<!--", "ë<!--"),
             (r"[^\p{L}]x", "1x"),

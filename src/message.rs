@@ -31,6 +31,8 @@ pub enum UrlSource {
     Text,
     HtmlHref,
     HtmlSrc,
+    /// Any other attribute holding a URL: a form's `action`, a `background`, a `cite`...
+    HtmlOther,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,8 +267,10 @@ fn squeeze_spaces(line: &str) -> String {
     out
 }
 
-/// `href` and `src` attribute values, in document order (an explicit stack: mail HTML can
-/// nest deeper than the call stack would like).
+/// Attribute values that are URLs, in document order (an explicit stack: mail HTML can nest
+/// deeper than the call stack would like). Beyond links and images, a form's `action` and a
+/// table's `background` are where spam hides its real address, and SpamAssassin's `uri`
+/// rules see them too.
 fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
     let mut stack = vec![root.clone()];
     while let Some(node) = stack.pop() {
@@ -274,7 +278,10 @@ fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
             for attr in attrs.borrow().iter() {
                 let source = match &*attr.name.local {
                     "href" => UrlSource::HtmlHref,
-                    "src" => UrlSource::HtmlSrc,
+                    "src" | "dynsrc" | "lowsrc" => UrlSource::HtmlSrc,
+                    "action" | "background" | "cite" | "longdesc" | "codebase" | "data" => {
+                        UrlSource::HtmlOther
+                    }
                     _ => continue,
                 };
                 let url = attr.value.trim();
@@ -342,7 +349,7 @@ fn decode_unstructured(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    const SIMPLE: &[u8] = b"From: Ana <ana@example.org>\r\nTo: b@example.net\r\nSubject: =?utf-8?q?P=C3=ABrsh=C3=ABndetje?=\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee www.example.com/x please\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Hello <a href=\"http://evil.example/login\">bank</a><img src=\"http://img.example/p.gif\"></p>\r\n--b\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+    const SIMPLE: &[u8] = b"From: Ana <ana@example.org>\r\nTo: b@example.net\r\nSubject: =?utf-8?q?P=C3=ABrsh=C3=ABndetje?=\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee www.example.com/x please\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Hello <a href=\"http://evil.example/login\">bank</a><img src=\"http://img.example/p.gif\"><form action=\"http://192.0.2.1/r.asp\"></form></p>\r\n--b\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
 
     #[test]
     fn builds_the_view() {
@@ -365,6 +372,10 @@ mod tests {
         );
         assert!(
             urls.contains(&("http://img.example/p.gif", UrlSource::HtmlSrc)),
+            "{urls:?}"
+        );
+        assert!(
+            urls.contains(&("http://192.0.2.1/r.asp", UrlSource::HtmlOther)),
             "{urls:?}"
         );
         // The rendered HTML must not repeat the link as a footnote.

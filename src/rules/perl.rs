@@ -407,6 +407,16 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
         // fancy-regex has its own parser, which does not take the `u` flag.
         out = out.replace(r"(?-u:\b)", r"\b").replace(r"(?-u:\B)", r"\B");
     }
+    // Perl's rules see bytes; Kala's see decoded text. "Any byte from 0x80" (8-bit content)
+    // is "any character past ASCII" once decoded, not just Latin-1's.
+    for high in [
+        r"\x80-\xff",
+        r"\x80-\xFF",
+        r"\x{80}-\x{ff}",
+        r"\x{80}-\x{FF}",
+    ] {
+        out = out.replace(high, r"\x80-\x{10FFFF}");
+    }
     let pattern = if prefix.is_empty() {
         out
     } else {
@@ -572,14 +582,13 @@ fn quantifier_len(s: &str) -> Option<usize> {
 }
 
 fn push_literal(out: &mut String, c: char) {
-    if c.is_ascii_punctuation() || c == ' ' {
-        if c == ' ' {
-            out.push_str(r"\x20");
-        } else {
-            out.push('\\');
-            out.push(c);
-        }
+    if c == ' ' {
+        out.push_str(r"\x20");
+    } else if regex_syntax::is_meta_character(c) {
+        out.push('\\');
+        out.push(c);
     } else {
+        // Not every punctuation may be escaped: Rust reads `\<` and `\>` as word boundaries.
         out.push(c);
     }
 }
@@ -643,6 +652,15 @@ mod tests {
         assert!(matches("/\\Qa.b\\E/", "a.b"));
         assert!(!matches("/\\Qa.b\\E/", "axb"));
         assert!(matches("/\\101/", "A"), "octal escape");
+        assert!(
+            matches(r#"/".*"\s*\</"#, r#""Ana" <a@b>"#),
+            "\\< is a literal <"
+        );
+        assert!(!matches(r"/x\>/", "xy"), "\\> is a literal >");
+        assert!(
+            matches(r"/[\x80-\xff]/", "a “quote”"),
+            "8-bit means any non-ASCII"
+        );
         assert!(matches("/fo(?#comment)o/", "foo"));
         assert!(matches("/FREE/i", "free"));
         assert!(matches("/[[:upper:]]{3}/", "ABC"));

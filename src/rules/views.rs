@@ -18,6 +18,8 @@ use super::parse::{HeaderPart, HeaderSource, View};
 /// SpamAssassin's `body_part_scan_size`: body rules see at most this much of each part, which
 /// also bounds the time any rule can take.
 const PART_SCAN_LIMIT: usize = 50_000;
+/// SpamAssassin's `MAX_BODY_LINE_LENGTH`: the size of the pieces rawbody rules see.
+const CHUNK: usize = 2048;
 /// `rawbody_part_scan_size`.
 const RAW_PART_SCAN_LIMIT: usize = 500_000;
 
@@ -72,16 +74,19 @@ impl<'a> Views<'a> {
         })
     }
 
-    /// Decoded text parts and HTML source, line by line.
+    /// Decoded text parts and HTML source, in chunks of a few lines (see [`short_chunks`]).
     pub fn rawbody(&self) -> &Vec<&'a str> {
         self.rawbody.get_or_init(|| {
             let message = self.message;
-            message
+            let mut chunks = Vec::new();
+            for part in message
                 .text_parts
                 .iter()
                 .chain(message.html_parts.iter().map(|h| &h.html))
-                .flat_map(|part| truncate(part, RAW_PART_SCAN_LIMIT).lines())
-                .collect()
+            {
+                short_chunks(truncate(part, RAW_PART_SCAN_LIMIT), &mut chunks);
+            }
+            chunks
         })
     }
 
@@ -206,6 +211,40 @@ fn paragraphs(text: &str, out: &mut Vec<String>) {
     }
 }
 
+/// SpamAssassin's rawbody unit: a part of up to [`CHUNK`] bytes is one piece, newlines and
+/// all; a longer one is cut into pieces of [`CHUNK`] to twice that, preferably just after a
+/// newline, else after a `>` (HTML), else after a space. So a rawbody rule may match across
+/// a few lines, and `^`/`$` mean the piece's ends, as they do in SpamAssassin.
+fn short_chunks<'t>(text: &'t str, out: &mut Vec<&'t str>) {
+    let mut start = 0;
+    while text.len() - start > 2 * CHUNK {
+        let from = char_boundary(text, start + CHUNK);
+        let fits = |at: usize| at + 1 - start <= 2 * CHUNK;
+        let end = [b'\n', b'>', b' ']
+            .iter()
+            .find_map(|&byte| {
+                memchr::memchr(byte, &text.as_bytes()[from..])
+                    .map(|i| from + i)
+                    .filter(|&at| fits(at))
+            })
+            .map(|at| at + 1)
+            .unwrap_or(from);
+        out.push(&text[start..end]);
+        start = end;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+}
+
+/// `at`, moved forward to the next character boundary.
+fn char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
 fn truncate(text: &str, limit: usize) -> &str {
     if text.len() <= limit {
         return text;
@@ -255,6 +294,32 @@ mod tests {
         let mut out = Vec::new();
         paragraphs("\n\n  lead\u{a0}nbsp ë\r\n\r\nlast", &mut out);
         assert_eq!(out, ["lead nbsp ë", "last"]);
+    }
+
+    #[test]
+    fn rawbody_pieces_keep_short_parts_whole_and_cut_long_ones_after_a_newline() {
+        let mut out = Vec::new();
+        short_chunks("<a\nonmouseover=x>\nline\n", &mut out);
+        assert_eq!(out, ["<a\nonmouseover=x>\nline\n"]);
+        let long = format!(
+            "{}\n{}\n{}",
+            "a".repeat(3000),
+            "b".repeat(3000),
+            "c".repeat(10)
+        );
+        let mut out = Vec::new();
+        short_chunks(&long, &mut out);
+        assert_eq!(out.concat(), long);
+        assert_eq!(
+            out[0].len(),
+            3001,
+            "cut just after the first newline past 2048"
+        );
+        assert!(
+            out.iter().all(|c| c.len() <= 2 * CHUNK + 1),
+            "{:?}",
+            out.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -136,6 +136,33 @@ impl Message {
 
 fn parse_unguarded(raw: &[u8]) -> Option<Message> {
     let parsed = MessageParser::default().parse(raw)?;
+    // mail-parser leaves the last part of a multipart that never closes undecoded (spam does
+    // this: its base64 HTML reached the rules as base64). Closed for the parser, it decodes.
+    if let Some(boundary) = unclosed_boundary(&parsed, raw) {
+        let mut closed = raw.to_vec();
+        closed.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        if let Some(parsed) = MessageParser::default().parse(&closed) {
+            return Some(build_view(&parsed, &closed));
+        }
+    }
+    Some(build_view(&parsed, raw))
+}
+
+/// The top-level multipart boundary when its closing line `--boundary--` is missing.
+fn unclosed_boundary(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> Option<String> {
+    let content_type = parsed.content_type()?;
+    if !content_type.c_type.eq_ignore_ascii_case("multipart") {
+        return None;
+    }
+    let boundary = content_type.attribute("boundary")?;
+    let closing = format!("--{boundary}--");
+    memchr::memmem::find(raw, closing.as_bytes())
+        .is_none()
+        .then(|| boundary.to_string())
+}
+
+/// The view of a parsed message; `raw` is what was parsed (header offsets point into it).
+fn build_view(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> Message {
     let mut message = Message {
         subject: parsed.subject().map(str::to_string),
         ..Message::default()
@@ -162,11 +189,11 @@ fn parse_unguarded(raw: &[u8]) -> Option<Message> {
             decoded,
         });
     }
-    collect_parts(&parsed, &mut message, 0);
+    collect_parts(parsed, &mut message, 0);
     for text in &message.text_parts {
         find_text_urls(text, &mut message.urls);
     }
-    Some(message)
+    message
 }
 
 /// Walks every part, descending into attached messages, filling the flat lists.
@@ -350,6 +377,15 @@ mod tests {
     use super::*;
 
     const SIMPLE: &[u8] = b"From: Ana <ana@example.org>\r\nTo: b@example.net\r\nSubject: =?utf-8?q?P=C3=ABrsh=C3=ABndetje?=\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee www.example.com/x please\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Hello <a href=\"http://evil.example/login\">bank</a><img src=\"http://img.example/p.gif\"><form action=\"http://192.0.2.1/r.asp\"></form></p>\r\n--b\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+
+    #[test]
+    fn a_multipart_that_never_closes_still_has_its_last_part_decoded() {
+        let raw = b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\r\nPGI+Z3VhcmFudGVlZDwvYj4=\r\n";
+        let m = Message::parse(raw, raw.len());
+        assert_eq!(m.html_parts.len(), 1, "{m:?}");
+        assert!(m.html_parts[0].html.contains("<b>guaranteed</b>"));
+        assert_eq!(m.raw, raw, "the view keeps the bytes as received");
+    }
 
     #[test]
     fn builds_the_view() {

@@ -311,7 +311,14 @@ fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
                     }
                     _ => continue,
                 };
-                let url = attr.value.trim();
+                // As browsers read it: tabs and line breaks inside a URL do not count.
+                let url: String = attr
+                    .value
+                    .trim()
+                    .chars()
+                    .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
+                    .collect();
+                let url = url.as_str();
                 if !url.is_empty() && !urls.iter().any(|u| u.url == url && u.source == source) {
                     urls.push(FoundUrl {
                         url: url.to_string(),
@@ -324,6 +331,22 @@ fn collect_links(root: &html2text::Handle, urls: &mut Vec<FoundUrl>) {
     }
 }
 
+/// Whether a scheme-less link (`www.example.com/x`, `example.org`) names a host: `www.` or
+/// `ftp.` in front, or a last label of letters only. Text like `Address.msg-13:51:39` is not
+/// a link (SpamAssassin checks against its list of top-level domains; this is the shape of
+/// one).
+fn looks_like_a_host(link: &str) -> bool {
+    let lower = link.to_ascii_lowercase();
+    if lower.starts_with("www.") || lower.starts_with("ftp.") {
+        return true;
+    }
+    let host = lower.split(['/', '?', '#', ':']).next().unwrap_or_default();
+    let tld = host.rsplit('.').next().unwrap_or_default();
+    host.contains('.')
+        && (2..=24).contains(&tld.len())
+        && tld.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
 /// URLs written in text, with or without a scheme (`www.example.com` counts).
 fn find_text_urls(text: &str, urls: &mut Vec<FoundUrl>) {
     let mut finder = linkify::LinkFinder::new();
@@ -334,6 +357,7 @@ fn find_text_urls(text: &str, urls: &mut Vec<FoundUrl>) {
         // A written address is a mailto: link, as SpamAssassin's URI list has it.
         let url = match link.kind() {
             linkify::LinkKind::Email => format!("mailto:{}", link.as_str()),
+            _ if !link.as_str().contains("://") && !looks_like_a_host(link.as_str()) => continue,
             _ => link.as_str().to_string(),
         };
         if !urls.iter().any(|u| u.url == url) {
@@ -385,6 +409,14 @@ mod tests {
         assert_eq!(m.html_parts.len(), 1, "{m:?}");
         assert!(m.html_parts[0].html.contains("<b>guaranteed</b>"));
         assert_eq!(m.raw, raw, "the view keeps the bytes as received");
+    }
+
+    #[test]
+    fn scheme_less_links_need_a_host_shape() {
+        assert!(looks_like_a_host("www.example.com/x"));
+        assert!(looks_like_a_host("example.org"));
+        assert!(!looks_like_a_host("MessageAddress.msg-13:51:39"));
+        assert!(!looks_like_a_host("file.v2"));
     }
 
     #[test]

@@ -96,9 +96,23 @@ impl<'a> Views<'a> {
             let mut uris = Vec::with_capacity(self.message.urls.len());
             for found in &self.message.urls {
                 let url = found.url.as_str();
-                uris.push(url.to_string());
+                let mut forms = vec![url.to_string()];
                 if !url.contains("://") && !url.starts_with("mailto:") {
-                    uris.push(format!("http://{url}"));
+                    forms.push(format!("http://{url}"));
+                }
+                // Spam hides hosts behind %-escapes and a decoy user name
+                // (`http://%31%32@%34%2E...`): rules see those undone too, as in SpamAssassin.
+                for i in 0..forms.len() {
+                    let decoded = percent_decoded(&forms[i]);
+                    if let Some(bare) = without_userinfo(&decoded) {
+                        forms.push(bare);
+                    }
+                    forms.push(decoded);
+                }
+                for form in forms {
+                    if !uris.contains(&form) {
+                        uris.push(form);
+                    }
                 }
             }
             uris
@@ -211,6 +225,39 @@ fn paragraphs(text: &str, out: &mut Vec<String>) {
     }
 }
 
+/// `%XX` escapes decoded (invalid UTF-8 shown as U+FFFD); other text unchanged.
+fn percent_decoded(url: &str) -> String {
+    let bytes = url.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `scheme://user@host/...` as `scheme://host/...`; `None` when there is no user part.
+fn without_userinfo(url: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    Some(format!("{}{}", &url[..start], &url[at + 1..]))
+}
+
 /// SpamAssassin's rawbody unit: a part of up to [`CHUNK`] bytes is one piece, newlines and
 /// all; a longer one is cut into pieces of [`CHUNK`] to twice that, preferably just after a
 /// newline, else after a `>` (HTML), else after a space. So a rawbody rule may match across
@@ -320,6 +367,18 @@ mod tests {
             "{:?}",
             out.iter().map(|c| c.len()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn hidden_hosts_are_uncovered() {
+        let url = "http://%31%30@%34%2E%34%37%2E%39%36%2E%31%34%31/m.html";
+        assert_eq!(percent_decoded(url), "http://10@4.47.96.141/m.html");
+        assert_eq!(
+            without_userinfo(&percent_decoded(url)).as_deref(),
+            Some("http://4.47.96.141/m.html")
+        );
+        assert_eq!(without_userinfo("http://a.example/x@y"), None);
+        assert_eq!(percent_decoded("100%zz"), "100%zz");
     }
 
     #[test]

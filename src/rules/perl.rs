@@ -409,14 +409,14 @@ pub fn translate(p: &PerlPattern) -> Result<Translated, PatternError> {
     }
     // Perl's rules see bytes; Kala's see decoded text. "Any byte from 0x80" (8-bit content)
     // is "any character past ASCII" once decoded, not just Latin-1's.
-    for high in [
-        r"\x80-\xff",
-        r"\x80-\xFF",
-        r"\x{80}-\x{ff}",
-        r"\x{80}-\x{FF}",
-    ] {
-        out = out.replace(high, r"\x80-\x{10FFFF}");
-    }
+    // So a class range that runs to byte 0xFF runs to the last character.
+    static TO_FF: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(\\x(?:[0-7][0-9a-fA-F]|80|\{[0-7]?[0-9a-fA-F]\}|\{80\}))-\\x(?:[fF]{2}|\{[fF]{2}\})",
+        )
+        .expect("valid")
+    });
+    out = TO_FF.replace_all(&out, r"$1-\x{10FFFF}").into_owned();
     let pattern = if prefix.is_empty() {
         out
     } else {

@@ -597,6 +597,16 @@ fn pick_score(name: &str, scores: Option<&Vec<f64>>, flags: &Tflags) -> f64 {
 }
 
 fn compile_pattern(pattern: &PerlPattern) -> Matcher {
+    // SpamAssassin 4 fills `%{NAME}` at scan time with what another rule captured as
+    // `(?<NAME>...)`. Read literally it would never match, so say so instead.
+    if let Some(start) = pattern.source.find("%{")
+        && let Some(len) = pattern.source[start + 2..].find('}')
+        && pattern.source[start + 2..start + 2 + len]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Matcher::Unsupported("captured tags (%{NAME}) are not implemented".into());
+    }
     let translated = match perl::translate(pattern) {
         Ok(t) => t,
         Err(e) => return Matcher::Unsupported(format!("regex: {e}")),

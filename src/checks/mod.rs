@@ -13,10 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, mpsc};
-
-use tokio::sync::oneshot;
+use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::envelope::Envelope;
@@ -51,60 +48,28 @@ pub struct Context<'a> {
     pub cpu: &'a CpuSlots,
 }
 
-/// A unit of CPU work handed to a scan worker.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Runs CPU-heavy work (parsing, regex scanning) on `workers` threads of its own, one job
-/// each at a time. Long-lived threads rather than tokio's blocking pool: the regex crate keeps
-/// its lazy-DFA caches per thread, so a fixed set of threads keeps a fixed set of warm caches
-/// (proxy bench peak RSS 69 -> 58 MiB). More workers than cores would only queue on the
-/// same cores.
+/// Runs CPU-heavy work (parsing, regex scanning) on blocking threads, at most `workers` at
+/// once. More would only queue on the same cores, and each scan running at the same time
+/// holds its own regex caches (megabytes each): this bound is also what bounds memory.
 pub struct CpuSlots {
-    jobs: mpsc::Sender<Job>,
+    slots: Semaphore,
 }
 
 impl CpuSlots {
     pub fn new(workers: usize) -> CpuSlots {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..workers.max(1) {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("kala-scan-{n}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while waiting; the job runs without it.
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match next {
-                            Ok(job) => job(),
-                            // Every sender is gone: the pipeline was dropped.
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .expect("cannot start a scan worker thread");
+        CpuSlots {
+            slots: Semaphore::new(workers.max(1)),
         }
-        CpuSlots { jobs }
     }
 
-    /// Runs `work` on a scan worker and waits for it without blocking the async runtime. A
-    /// panic in `work` is an error here; the worker lives on.
+    /// Waits for a free slot, then runs `work` off the async runtime.
     pub async fn run<R, F>(&self, work: F) -> anyhow::Result<R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done.send(catch_unwind(AssertUnwindSafe(work)));
-        });
-        self.jobs
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the scan workers have stopped"))?;
-        match result.await? {
-            Ok(value) => Ok(value),
-            Err(_) => Err(anyhow::anyhow!("the scan panicked")),
-        }
+        let _slot = self.slots.acquire().await?;
+        Ok(tokio::task::spawn_blocking(work).await?)
     }
 }
 
@@ -314,22 +279,6 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(Outcome::default())
         }
-    }
-
-    #[tokio::test]
-    async fn a_panicking_scan_is_an_error_and_the_worker_lives_on() {
-        let cpu = CpuSlots::new(1);
-        assert!(cpu.run(|| panic!("boom")).await.is_err());
-        assert_eq!(cpu.run(|| 6 * 7).await.unwrap(), 42);
-        let names = cpu
-            .run(|| std::thread::current().name().map(str::to_string))
-            .await
-            .unwrap();
-        assert_eq!(
-            names.as_deref(),
-            Some("kala-scan-0"),
-            "same long-lived thread"
-        );
     }
 
     #[tokio::test]

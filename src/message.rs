@@ -71,6 +71,9 @@ pub struct Message {
     /// Only the first `max_scan_size` bytes were parsed.
     pub truncated: bool,
     pub headers: Vec<HeaderField>,
+    /// The headers of each MIME part (the message's own first), for `mimeheader` rules.
+    #[serde(skip)]
+    pub part_headers: Vec<Vec<HeaderField>>,
     pub subject: Option<String>,
     /// Text parts, decoded to UTF-8.
     pub text_parts: Vec<String>,
@@ -167,33 +170,46 @@ fn build_view(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> Message {
         subject: parsed.subject().map(str::to_string),
         ..Message::default()
     };
-    for header in parsed.headers() {
-        let start = header.offset_start as usize;
-        let end = (header.offset_end as usize).min(raw.len());
-        // The name as the sender wrote it: rules may care about `Message-Id` vs `Message-ID`.
-        let field = raw
-            .get(header.offset_field as usize..start)
-            .unwrap_or_default();
-        let written = String::from_utf8_lossy(field);
-        let written = written.trim_end().trim_end_matches(':').trim_end();
-        let raw_value = String::from_utf8_lossy(raw.get(start..end).unwrap_or_default());
-        let raw_value = unfold(&raw_value);
-        let decoded = decode_unstructured(&raw_value);
-        message.headers.push(HeaderField {
-            name: if written.is_empty() {
-                header.name.as_str().to_string()
-            } else {
-                written.to_string()
-            },
-            raw: raw_value,
-            decoded,
-        });
-    }
+    message.headers = parsed
+        .headers()
+        .iter()
+        .map(|h| header_field(h, raw))
+        .collect();
+    // Parts of this message (not of attached messages: their offsets are their own).
+    message.part_headers = parsed
+        .parts
+        .iter()
+        .map(|part| part.headers.iter().map(|h| header_field(h, raw)).collect())
+        .collect();
     collect_parts(parsed, &mut message, 0);
     for text in &message.text_parts {
         find_text_urls(text, &mut message.urls);
     }
     message
+}
+
+/// One header as written in `raw`: name, unfolded raw value, decoded value.
+fn header_field(header: &mail_parser::Header<'_>, raw: &[u8]) -> HeaderField {
+    let start = header.offset_start as usize;
+    let end = (header.offset_end as usize).min(raw.len());
+    // The name as the sender wrote it: rules may care about `Message-Id` vs `Message-ID`.
+    let field = raw
+        .get(header.offset_field as usize..start)
+        .unwrap_or_default();
+    let written = String::from_utf8_lossy(field);
+    let written = written.trim_end().trim_end_matches(':').trim_end();
+    let raw_value = String::from_utf8_lossy(raw.get(start..end).unwrap_or_default());
+    let raw_value = unfold(&raw_value);
+    let decoded = decode_unstructured(&raw_value);
+    HeaderField {
+        name: if written.is_empty() {
+            header.name.as_str().to_string()
+        } else {
+            written.to_string()
+        },
+        raw: raw_value,
+        decoded,
+    }
 }
 
 /// Walks every part, descending into attached messages, filling the flat lists.

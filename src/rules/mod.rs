@@ -281,6 +281,7 @@ impl RuleSet {
     fn header_key(&mut self, source: HeaderSource, part: HeaderPart) -> usize {
         let source = match source {
             HeaderSource::Named(name) => HeaderSource::Named(name.to_ascii_lowercase()),
+            HeaderSource::Mime(name) => HeaderSource::Mime(name.to_ascii_lowercase()),
             other => other,
         };
         let key = (source, part);
@@ -452,6 +453,20 @@ impl RuleSet {
             let rule = &self.rules[index];
             let (count, text) = match (&rule.matcher, &rule.header) {
                 (Matcher::Exists(name), _) => (u32::from(views.has_header(name)), None),
+                (matcher, Some(test))
+                    if let (HeaderSource::Mime(name), part) = &self.header_keys[test.key] =>
+                {
+                    // Each part's value alone: anchors mean the start of that value.
+                    let found = views
+                        .mime_header(name, *part)
+                        .iter()
+                        .find_map(|value| find(matcher, value));
+                    match (found, test.negate) {
+                        (Some(m), false) => (1, Some(m)),
+                        (None, true) => (1, None),
+                        _ => (0, None),
+                    }
+                }
                 (matcher, Some(test)) => {
                     let value = values[test.key].get_or_init(|| {
                         let (source, part) = &self.header_keys[test.key];
@@ -689,6 +704,15 @@ mod tests {
     }
 
     const MAIL: &[u8] = b"From: \"Bank\" <alert@bank.example>\r\nTo: a@b.example\r\nSubject: URGENT account\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nContent-Type: text/html\r\n\r\n<p>Verify your <b>password</b> now</p><p><a href=\"http://192.0.2.7/login\">here</a></p>\r\n";
+
+    #[test]
+    fn mimeheader_tests_each_part_on_its_own() {
+        let raw = b"From: a@b.example\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n--XX\r\nContent-Type: application/zip; name=\"x.zip\"\r\n\r\nUEsDBA==\r\n--XX--\r\n";
+        let rules = "mimeheader ZIP_PART Content-Type =~ /^application\\/zip/i\nmimeheader PDF_PART Content-Type =~ /pdf/\nmimeheader TOP_MULTI Content-Type =~ /^multipart\\/mixed/\nmimeheader MIXED_ANCHOR Content-Type =~ /^text\\/plain.*zip/s\n";
+        let mut got = hits(rules, raw);
+        got.sort();
+        assert_eq!(got, ["TOP_MULTI", "ZIP_PART"]);
+    }
 
     #[test]
     fn each_view_and_meta() {

@@ -106,6 +106,8 @@ pub enum HeaderSource {
     EnvelopeFrom,
     /// Message-Id and its Resent-/X- variants.
     MessageId,
+    /// One header in any MIME part (`mimeheader` rules): each part's value is tested alone.
+    Mime(String),
 }
 
 /// Header modifiers: `Name:raw`, `Name:addr`, `Name:name`.
@@ -593,7 +595,30 @@ impl RuleFiles {
             }
             // Plugin directives that define rules Kala cannot run yet: defined as unsupported, so
             // metas that use them say why instead of naming an undefined rule.
-            "mimeheader" | "uri_detail" | "askdns" => {
+            "mimeheader" => match parse_header_rule(value) {
+                Ok(RuleKind::Header {
+                    source: HeaderSource::Named(header),
+                    part,
+                    negate,
+                    if_unset,
+                    pattern,
+                }) => define(
+                    self,
+                    RuleKind::Header {
+                        source: HeaderSource::Mime(header),
+                        part,
+                        negate,
+                        if_unset,
+                        pattern,
+                    },
+                ),
+                Ok(_) => define(
+                    self,
+                    RuleKind::Unsupported("`mimeheader` needs a plain header name".into()),
+                ),
+                Err(e) => self.error(file, line, format!("rule {name}: {e}")),
+            },
+            "uri_detail" | "askdns" => {
                 let why = match keyword {
                     "askdns" => "eval:askdns DNS lookups are not run by rule files".to_string(),
                     k => format!("`{k}` rules are not implemented yet"),

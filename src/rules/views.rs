@@ -152,6 +152,10 @@ impl<'a> Views<'a> {
                     pick(&["Return-Path"]).map(|v| address(&v))
                 }
             }
+            HeaderSource::Mime(name) => {
+                let values = self.mime_header(name, part);
+                (!values.is_empty()).then(|| values.join("\n"))
+            }
             HeaderSource::All => {
                 let mut all = String::new();
                 for h in headers {
@@ -167,6 +171,23 @@ impl<'a> Views<'a> {
                 Some(all)
             }
         }
+    }
+
+    /// Each value of header `name` in any MIME part, the message's own headers included (as
+    /// SpamAssassin's `mimeheader` reads them).
+    pub fn mime_header(&self, name: &str, part: HeaderPart) -> Vec<String> {
+        self.message
+            .part_headers
+            .iter()
+            .flatten()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| match part {
+                HeaderPart::Raw => h.raw.clone(),
+                HeaderPart::Decoded => h.decoded.clone(),
+                HeaderPart::Addr => address(&h.decoded),
+                HeaderPart::DisplayName => display_name(&h.decoded),
+            })
+            .collect()
     }
 
     /// `exists:Name`, pseudo-headers (`ToCc`, `MESSAGEID`, ...) included.

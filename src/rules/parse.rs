@@ -118,6 +118,10 @@ pub enum HeaderPart {
     Raw,
     Addr,
     DisplayName,
+    /// `:addr:raw`: the address, read from the undecoded value.
+    RawAddr,
+    /// `:name:raw`: the display name, undecoded (MIME encoded-words left as they are).
+    RawDisplayName,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -765,12 +769,24 @@ fn parse_header_rule(value: &str) -> Result<RuleKind, String> {
         Some((n, m)) => (n, Some(m)),
         None => (target, None),
     };
-    let part = match modifier.map(|m| m.to_ascii_lowercase()) {
-        None => HeaderPart::Decoded,
-        Some(m) if m == "raw" => HeaderPart::Raw,
-        Some(m) if m == "addr" => HeaderPart::Addr,
-        Some(m) if m == "name" => HeaderPart::DisplayName,
-        Some(m) => return Err(format!("unknown header modifier `:{m}`")),
+    let mut modifiers: Vec<String> = modifier
+        .map(|m| m.split(':').map(|m| m.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    modifiers.sort();
+    let modifiers: Vec<&str> = modifiers.iter().map(String::as_str).collect();
+    let part = match modifiers[..] {
+        [] => HeaderPart::Decoded,
+        ["raw"] => HeaderPart::Raw,
+        ["addr"] => HeaderPart::Addr,
+        ["name"] => HeaderPart::DisplayName,
+        ["addr", "raw"] => HeaderPart::RawAddr,
+        ["name", "raw"] => HeaderPart::RawDisplayName,
+        _ => {
+            return Err(format!(
+                "unknown header modifier `:{}`",
+                modifier.unwrap_or_default()
+            ));
+        }
     };
     let source = match name {
         "ALL" => HeaderSource::All,
@@ -908,6 +924,21 @@ mod tests {
         assert!(matches!(&files.rules["E"].kind, RuleKind::Eval { .. }));
         assert_eq!(files.required_score, Some(6.0));
         assert_eq!(files.rules["B"].line, 6);
+    }
+
+    #[test]
+    fn header_modifiers_combine_with_raw() {
+        let files = read(
+            "header A From:name:raw =~ /x/\nheader B From:raw:addr =~ /x/\nheader C From:bogus =~ /x/\n",
+        );
+        let part = |name: &str| match &files.rules[name].kind {
+            RuleKind::Header { part, .. } => *part,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(part("A"), HeaderPart::RawDisplayName);
+        assert_eq!(part("B"), HeaderPart::RawAddr);
+        assert_eq!(files.errors.len(), 1, "{:?}", files.errors);
+        assert!(files.errors[0].to_string().contains("`:bogus`"));
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl<'a> Views<'a> {
                     HeaderPart::Raw => h.raw.clone(),
                     HeaderPart::Addr => address(&h.decoded),
                     HeaderPart::DisplayName => display_name(&h.decoded),
+                    HeaderPart::RawAddr => address(&h.raw),
+                    HeaderPart::RawDisplayName => display_name(&h.raw),
                 })
                 .collect();
             (!values.is_empty()).then(|| values.join("\n"))
@@ -161,11 +163,16 @@ impl<'a> Views<'a> {
                 for h in headers {
                     all.push_str(&h.name);
                     all.push_str(": ");
-                    all.push_str(if part == HeaderPart::Raw {
-                        &h.raw
-                    } else {
-                        &h.decoded
-                    });
+                    all.push_str(
+                        if matches!(
+                            part,
+                            HeaderPart::Raw | HeaderPart::RawAddr | HeaderPart::RawDisplayName
+                        ) {
+                            &h.raw
+                        } else {
+                            &h.decoded
+                        },
+                    );
                     all.push('\n');
                 }
                 Some(all)
@@ -186,6 +193,8 @@ impl<'a> Views<'a> {
                 HeaderPart::Decoded => h.decoded.clone(),
                 HeaderPart::Addr => address(&h.decoded),
                 HeaderPart::DisplayName => display_name(&h.decoded),
+                HeaderPart::RawAddr => address(&h.raw),
+                HeaderPart::RawDisplayName => display_name(&h.raw),
             })
             .collect()
     }

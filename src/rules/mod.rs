@@ -34,7 +34,7 @@ const BACKTRACK_LIMIT: usize = 200_000;
 pub(crate) const REGEX_SIZE_LIMIT: usize = 64 << 20;
 /// Lazy-DFA cache limit per rule regex; each scan running at once (`scan.workers`) holds its
 /// own caches.
-const RULE_CACHE: usize = 2 << 20;
+const RULE_CACHE: usize = 16 << 20;
 /// Longest matched text kept for `--explain`.
 const MATCH_EXCERPT: usize = 80;
 
@@ -641,9 +641,13 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
         }
     }
     let relaxed = || {
-        perl::relax(&translated.pattern).and_then(|p| {
+        // Only a gate before the backtracking engine: a superset is all it must be.
+        let gate = perl::relax(&translated.pattern)
+            .and_then(|p| prefilter::without_unicode_boundaries(&p));
+        gate.and_then(|p| {
             RegexBuilder::new(&p)
                 .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(RULE_CACHE)
                 .build()
                 .ok()
         })

@@ -170,6 +170,13 @@ pub fn widen(pattern: &str) -> Option<String> {
     Some(widen_hir(parse(pattern)?).to_string())
 }
 
+/// `pattern` without its Unicode word boundaries: a superset the lazy DFA can run on any
+/// text. With them it gives up at the first non-ASCII byte and the slow PikeVM takes over,
+/// which made a gate meant to be cheap the costliest part of some rules.
+pub fn without_unicode_boundaries(pattern: &str) -> Option<String> {
+    Some(rebuild(parse(pattern)?, false).to_string())
+}
+
 fn parse(pattern: &str) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()
         .build()
@@ -178,10 +185,15 @@ fn parse(pattern: &str) -> Option<Hir> {
 }
 
 fn widen_hir(hir: Hir) -> Hir {
+    rebuild(hir, true)
+}
+
+/// `hir` with Unicode word boundaries dropped and, when `widen`, the other widenings.
+fn rebuild(hir: Hir, widen: bool) -> Hir {
     match hir.into_kind() {
         HirKind::Look(look) => match look {
-            Look::Start => Hir::look(Look::StartLF),
-            Look::End => Hir::look(Look::EndLF),
+            Look::Start if widen => Hir::look(Look::StartLF),
+            Look::End if widen => Hir::look(Look::EndLF),
             // ASCII boundaries stay: the DFA handles them. Unicode ones make it give up on
             // the first non-ASCII byte.
             Look::WordUnicode
@@ -193,9 +205,11 @@ fn widen_hir(hir: Hir) -> Hir {
             other => Hir::look(other),
         },
         HirKind::Repetition(rep) => {
-            let sub = widen_hir(*rep.sub);
+            let sub = rebuild(*rep.sub, widen);
             let span = rep.max.unwrap_or(u32::MAX).saturating_sub(rep.min);
-            let (min, max) = if rep.min > MAX_COUNTED || (rep.max.is_some() && span > MAX_COUNTED) {
+            let (min, max) = if !widen {
+                (rep.min, rep.max)
+            } else if rep.min > MAX_COUNTED || (rep.max.is_some() && span > MAX_COUNTED) {
                 (rep.min.min(1), None)
             } else {
                 (rep.min, rep.max)
@@ -217,12 +231,15 @@ fn widen_hir(hir: Hir) -> Hir {
                 sub: Box::new(sub),
             })
         }
-        HirKind::Capture(cap) => widen_hir(*cap.sub),
-        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(widen_hir).collect()),
-        HirKind::Alternation(subs) => Hir::alternation(subs.into_iter().map(widen_hir).collect()),
+        HirKind::Capture(cap) => rebuild(*cap.sub, widen),
+        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(|h| rebuild(h, widen)).collect()),
+        HirKind::Alternation(subs) => {
+            Hir::alternation(subs.into_iter().map(|h| rebuild(h, widen)).collect())
+        }
         HirKind::Empty => Hir::empty(),
         HirKind::Literal(lit) => Hir::literal(lit.0),
-        HirKind::Class(class) => Hir::class(widen_class(class)),
+        HirKind::Class(class) if widen => Hir::class(widen_class(class)),
+        HirKind::Class(class) => Hir::class(class),
     }
 }
 
@@ -471,6 +488,14 @@ mod tests {
         assert_eq!(literals(r"(?i)kiss"), Some(vec!["kiss".into()]));
         assert_eq!(fold_for_literals("\u{212A}i\u{17F}s"), "kiss");
         assert_eq!(literals(r"(?i)ëmail"), Some(vec!["mail".into()]));
+    }
+
+    #[test]
+    fn unicode_boundaries_go_the_rest_stays() {
+        let p = without_unicode_boundaries(r"\A\bdéjà\b x{0,25}").unwrap();
+        assert!(!p.contains(r"\b"), "{p}");
+        assert!(p.contains("25") && p.contains(r"\A"), "{p}");
+        assert!(Regex::new(&p).unwrap().is_match("déjà xx"));
     }
 
     #[test]

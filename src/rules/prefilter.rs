@@ -126,27 +126,32 @@ impl Prefilter {
                     Some(*offset)
                 }))
                 .collect();
-            let mut lines_of: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+            // (rule, line) for each literal found; sorted, they group by rule in line order.
+            let mut found_on: Vec<(usize, u32)> = Vec::new();
             let folded = fold_for_literals(&joined);
             for found in automaton.find_overlapping_iter(folded.as_ref()) {
                 // A rule's match lies within one line, so its literal starts on that line.
-                let line = starts.partition_point(|&s| s <= found.start()) - 1;
-                for &rule in &owners[found.pattern().as_usize()] {
-                    let on = lines_of.entry(rule).or_default();
-                    if on.last() != Some(&(line as u32)) {
-                        on.push(line as u32);
-                    }
+                let line = (starts.partition_point(|&s| s <= found.start()) - 1) as u32;
+                found_on.extend(
+                    owners[found.pattern().as_usize()]
+                        .iter()
+                        .map(|&r| (r, line)),
+                );
+            }
+            found_on.sort_unstable();
+            found_on.dedup();
+            for (rule, line) in found_on {
+                match candidates.last_mut() {
+                    Some(Candidate {
+                        rule: last,
+                        lines: Some(on),
+                    }) if *last == rule => on.push(line),
+                    _ => candidates.push(Candidate {
+                        rule,
+                        lines: Some(vec![line]),
+                    }),
                 }
             }
-            candidates.extend(lines_of.into_iter().map(|(rule, mut on)| {
-                // Several literals of one rule may interleave.
-                on.sort_unstable();
-                on.dedup();
-                Candidate {
-                    rule,
-                    lines: Some(on),
-                }
-            }));
         }
         for (set, rules) in &self.sets {
             candidates.extend(set.matches(&joined).into_iter().map(|i| Candidate {

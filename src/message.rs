@@ -269,7 +269,9 @@ fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8]) -> Attachment {
 /// one appends numbered link footnotes, which would make every URL appear twice to rules.
 fn render_html(html: &str) -> (String, Vec<FoundUrl>) {
     let mut urls = Vec::new();
-    let config = html2text::config::rich();
+    // Raw mode: table cells run on as text, as SpamAssassin renders them (no borders, no
+    // columns, which split "$79.95 4." into separate cells for rules to miss).
+    let config = html2text::config::rich().raw_mode(true);
     let Ok(dom) = config.parse_html(html.as_bytes()) else {
         return (String::new(), urls);
     };

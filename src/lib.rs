@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod config;
 pub mod envelope;
+pub mod html;
 pub mod message;
 pub mod quarantine;
 pub mod rules;

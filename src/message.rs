@@ -11,10 +11,6 @@ use serde::Serialize;
 
 /// Nested message/rfc822 parts deeper than this are not walked (a zip-bomb of envelopes).
 const MAX_NESTING: usize = 8;
-/// Width used to render HTML to text. Wider makes tables pad every cell with spaces (a 33 KB
-/// page became 2 MB at 10,000 columns); paragraphs wrapped at this width are joined again by
-/// the rule views, which treat single newlines as spaces.
-const HTML_RENDER_WIDTH: usize = 400;
 
 /// One header field: name as written, raw value (unfolded) and the RFC 2047-decoded value.
 #[derive(Debug, Clone, Serialize)]
@@ -263,53 +259,16 @@ fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8]) -> Attachment {
     }
 }
 
-/// Renders HTML as text (one paragraph per line) and collects href/src targets.
-///
-/// The DOM is parsed once, walked for links, then rendered with the rich renderer: the plain
-/// one appends numbered link footnotes, which would make every URL appear twice to rules.
+/// Renders HTML as text (as SpamAssassin renders it, see [`crate::html`]) and collects
+/// href/src targets from the DOM.
 fn render_html(html: &str) -> (String, Vec<FoundUrl>) {
     let mut urls = Vec::new();
-    // Raw mode: table cells run on as text, as SpamAssassin renders them (no borders, no
-    // columns, which split "$79.95 4." into separate cells for rules to miss).
-    let config = html2text::config::rich().raw_mode(true);
-    let Ok(dom) = config.parse_html(html.as_bytes()) else {
-        return (String::new(), urls);
-    };
-    collect_links(&dom.document, &mut urls);
-    let lines = config
-        .dom_to_render_tree(&dom)
-        .and_then(|tree| config.render_to_lines(tree, HTML_RENDER_WIDTH));
-    let mut text = String::new();
-    for line in lines.unwrap_or_default() {
-        let start = text.len();
-        for piece in line.tagged_strings() {
-            text.push_str(&piece.s);
-        }
-        // Table padding: trailing spaces go, inner runs of spaces become one.
-        let squeezed = squeeze_spaces(text[start..].trim_end());
-        text.truncate(start);
-        text.push_str(&squeezed);
-        text.push('\n');
+    if let Ok(dom) = html2text::config::plain().parse_html(html.as_bytes()) {
+        collect_links(&dom.document, &mut urls);
     }
+    let text = crate::html::render(html);
     find_text_urls(&text, &mut urls);
     (text, urls)
-}
-
-fn squeeze_spaces(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut previous_space = false;
-    for c in line.chars() {
-        if c == ' ' {
-            if !previous_space {
-                out.push(c);
-            }
-            previous_space = true;
-        } else {
-            out.push(c);
-            previous_space = false;
-        }
-    }
-    out
 }
 
 /// Attribute values that are URLs, in document order (an explicit stack: mail HTML can nest
@@ -501,7 +460,7 @@ mod tests {
             text.len(),
             html.len()
         );
-        assert!(!text.contains("  "), "runs of spaces are squeezed");
+        assert!(!text.contains("    "), "runs of spaces are squeezed");
     }
 
     #[test]

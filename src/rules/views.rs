@@ -64,12 +64,16 @@ impl<'a> Views<'a> {
             let message = self.message;
             let subject = message.subject.as_deref().unwrap_or("");
             let mut body = vec![subject.split_whitespace().collect::<Vec<_>>().join(" ")];
-            for part in &message.text_parts {
-                paragraphs(truncate(part, PART_SCAN_LIMIT), &mut body);
+            // SpamAssassin joins the parts with a line feed, then splits into paragraphs.
+            let mut text = String::new();
+            let parts = message.text_parts.iter().map(String::as_str);
+            for part in parts.chain(message.html_parts.iter().map(|h| h.text.as_str())) {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(truncate(part, PART_SCAN_LIMIT));
             }
-            for part in &message.html_parts {
-                paragraphs(truncate(&part.text, PART_SCAN_LIMIT), &mut body);
-            }
+            paragraphs(&text, &mut body);
             body
         })
     }
@@ -217,39 +221,38 @@ impl<'a> Views<'a> {
     }
 }
 
-/// SpamAssassin's paragraph rule: blank-line runs separate paragraphs, all other whitespace
-/// runs become one space. Words are copied as whole slices: this runs over every byte of
-/// every text part, so it must not work a character at a time.
+/// SpamAssassin's paragraph rule (its `Message.pm`): a whitespace run holding two or more
+/// line breaks ends a paragraph, and every other whitespace run becomes one space. Whitespace
+/// before a break's first line feed and after its last one stays, as a space at the edge of
+/// the paragraph: rules anchored with `^` see it, as they do in SpamAssassin. Words are copied
+/// as whole slices: this runs over every byte of every text part.
 fn paragraphs(text: &str, out: &mut Vec<String>) {
     let mut current = String::new();
-    let mut newlines = 0;
-    let mut after_space = false;
-    let mut word_start = None;
-    for (at, c) in text.char_indices() {
-        if !c.is_whitespace() {
-            if word_start.is_none() {
-                if !current.is_empty() {
-                    if newlines >= 2 {
-                        out.push(std::mem::take(&mut current));
-                    } else if after_space {
-                        current.push(' ');
-                    }
+    let mut rest = text;
+    while let Some(start) = rest.find(char::is_whitespace) {
+        current.push_str(&rest[..start]);
+        let run_len = rest[start..]
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len() - start);
+        let run = &rest[start..start + run_len];
+        match (run.find('\n'), run.rfind('\n')) {
+            (Some(first), Some(last)) if first != last => {
+                // (A carriage return before the line feed is part of the line break.)
+                if run[..first].chars().any(|c| c != '\r') {
+                    current.push(' ');
                 }
-                word_start = Some(at);
-                after_space = false;
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                if last + 1 < run.len() {
+                    current.push(' ');
+                }
             }
-            continue;
+            _ => current.push(' '),
         }
-        if let Some(start) = word_start.take() {
-            current.push_str(&text[start..at]);
-            newlines = 0;
-        }
-        after_space = true;
-        newlines += usize::from(c == '\n');
+        rest = &rest[start + run_len..];
     }
-    if let Some(start) = word_start {
-        current.push_str(&text[start..]);
-    }
+    current.push_str(rest);
     if !current.is_empty() {
         out.push(current);
     }
@@ -367,10 +370,14 @@ mod tests {
     fn paragraphs_squeeze_whitespace() {
         let mut out = Vec::new();
         paragraphs("line one\nstill one\n\n\nsecond   para\t x\n", &mut out);
-        assert_eq!(out, ["line one still one", "second para x"]);
+        assert_eq!(out, ["line one still one", "second para x "]);
         let mut out = Vec::new();
-        paragraphs("\n\n  lead\u{a0}nbsp ë\r\n\r\nlast", &mut out);
+        paragraphs("\n\nlead\u{a0}nbsp ë\r\n\r\nlast", &mut out);
         assert_eq!(out, ["lead nbsp ë", "last"]);
+        // Whitespace around a break's line feeds stays as a space at the paragraph's edge.
+        let mut out = Vec::new();
+        paragraphs("a \n \n  b", &mut out);
+        assert_eq!(out, ["a ", " b"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod html;
 pub mod message;
 pub mod quarantine;
+pub mod received;
 pub mod rules;
 pub mod smtp;
 pub mod verdict;

@@ -854,4 +854,38 @@ mod tests {
             started.elapsed()
         );
     }
+
+    #[test]
+    fn relay_pseudo_headers_read_the_received_chain() {
+        // Corpus lines: a local hop (trusted), then a sender on a DSL line.
+        let raw = b"Received: from localhost (localhost [127.0.0.1])\r\n\tby phobos.labs.netnoteinc.com (Postfix) with ESMTP id D03E543C36\r\n\tfor <zzzz@localhost>; Thu, 22 Aug 2002 07:36:16 -0400 (EDT)\r\nReceived: from proton.pathname.com (adsl-216-103-211-240.dsl.snfc21.pacbell.net [216.103.211.240]) by dogma.slashnull.org (8.11.6/8.11.6) with ESMTP id g7NAVFZ20272 for <zzzz@spamassassin.taint.org>; Fri, 23 Aug 2002 11:31:15 +0100\r\nSubject: x\r\n\r\nbody\r\n";
+        // Two of SpamAssassin's own rules, and ones on the other pseudo-headers.
+        let rules = r"header RDNS_DSL X-Spam-Relays-External =~ /^[^\]]+ rdns=\S+[\-\.](?:dial|modem|isdn|dov|\S?dsl|cable|wireless)[\-\.]/i
+header RDNS_NONE X-Spam-Relays-External =~ /^[^\]]+ rdns= /
+header LOCAL_TRUSTED X-Spam-Relays-Trusted =~ /^\[ ip=127\.0\.0\.1 rdns=localhost .* intl=1 /
+header NO_AUTH x-spam-relays-untrusted =~ /^[^\]]+ auth= /
+header BOTH_TRUSTED ALL-TRUSTED =~ /^Received: from localhost .*\nReceived: from proton/s
+header ONE_EXTERNAL ALL-EXTERNAL =~ /\AReceived: from proton[^\n]*\nSubject: x\n\z/
+header STATUS X-Spam-Status =~ /./
+";
+        let mut got = hits(rules, raw);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "BOTH_TRUSTED",
+                "LOCAL_TRUSTED",
+                "NO_AUTH",
+                "ONE_EXTERNAL",
+                "RDNS_DSL"
+            ]
+        );
+        let set = RuleSet::from_text(rules);
+        assert!(!set.supported_names().any(|n| n == "STATUS"));
+        // No Received header: the relay text is set, but empty.
+        let rules = "header EMPTY X-Spam-Relays-External =~ /^$/\nheader NOT_IP X-Spam-Relays-Untrusted !~ /ip=/\nheader NO_BLOCK ALL-UNTRUSTED =~ /./\n";
+        let mut got = hits(rules, b"Subject: x\r\n\r\nbody\r\n");
+        got.sort();
+        assert_eq!(got, ["EMPTY", "NOT_IP"]);
+    }
 }

@@ -108,6 +108,11 @@ pub enum HeaderSource {
     MessageId,
     /// One header in any MIME part (`mimeheader` rules): each part's value is tested alone.
     Mime(String),
+    /// `X-Spam-Relays-Trusted` and the others: SpamAssassin's text of the relays on that side
+    /// of the trust boundary, parsed from the Received headers.
+    Relays(crate::received::Trust),
+    /// `ALL-TRUSTED` and the others: every header those relays added, as `ALL` shows it.
+    AllBy(crate::received::Trust),
 }
 
 /// Header modifiers: `Name:raw`, `Name:addr`, `Name:name`.
@@ -142,7 +147,7 @@ pub enum RuleKind {
     Meta(String),
     /// `... NAME eval:function(args)`: a native check in SpamAssassin.
     Eval { view: View, call: String },
-    /// A header rule on something Kala does not compute (e.g. `X-Spam-Relays-Untrusted`).
+    /// A header rule on something Kala does not compute (e.g. `X-Spam-Status`).
     Unsupported(String),
 }
 
@@ -793,6 +798,23 @@ fn parse_header_rule(value: &str) -> Result<RuleKind, String> {
         "ToCc" => HeaderSource::ToCc,
         "EnvelopeFrom" => HeaderSource::EnvelopeFrom,
         "MESSAGEID" => HeaderSource::MessageId,
+        // SpamAssassin's spelling: `ALL-*` exactly, `X-Spam-Relays-*` in any case.
+        "ALL-TRUSTED" => HeaderSource::AllBy(crate::received::Trust::Trusted),
+        "ALL-UNTRUSTED" => HeaderSource::AllBy(crate::received::Trust::Untrusted),
+        "ALL-INTERNAL" => HeaderSource::AllBy(crate::received::Trust::Internal),
+        "ALL-EXTERNAL" => HeaderSource::AllBy(crate::received::Trust::External),
+        n if n.eq_ignore_ascii_case("X-Spam-Relays-Trusted") => {
+            HeaderSource::Relays(crate::received::Trust::Trusted)
+        }
+        n if n.eq_ignore_ascii_case("X-Spam-Relays-Untrusted") => {
+            HeaderSource::Relays(crate::received::Trust::Untrusted)
+        }
+        n if n.eq_ignore_ascii_case("X-Spam-Relays-Internal") => {
+            HeaderSource::Relays(crate::received::Trust::Internal)
+        }
+        n if n.eq_ignore_ascii_case("X-Spam-Relays-External") => {
+            HeaderSource::Relays(crate::received::Trust::External)
+        }
         n if n.starts_with("ALL-") || n.starts_with("X-Spam-Relays-") || n == "X-Spam-Status" => {
             return Ok(RuleKind::Unsupported(format!(
                 "pseudo-header `{n}` is not computed by Kala"

@@ -11,7 +11,8 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::envelope::Envelope;
-use crate::message::Message;
+use crate::message::{HeaderField, Message};
+use crate::received::{self, Relays};
 
 use super::parse::{HeaderPart, HeaderSource, View};
 
@@ -32,6 +33,7 @@ pub struct Views<'a> {
     rawbody: OnceCell<Vec<&'a str>>,
     uris: OnceCell<Vec<String>>,
     full: OnceCell<Cow<'a, str>>,
+    relays: OnceCell<Relays>,
 }
 
 impl<'a> Views<'a> {
@@ -43,6 +45,7 @@ impl<'a> Views<'a> {
             rawbody: OnceCell::new(),
             uris: OnceCell::new(),
             full: OnceCell::new(),
+            relays: OnceCell::new(),
         }
     }
 
@@ -129,9 +132,30 @@ impl<'a> Views<'a> {
             .get_or_init(|| String::from_utf8_lossy(&self.message.raw))
     }
 
+    /// The message's relays, parsed from its Received headers once.
+    fn relays(&self) -> &Relays {
+        self.relays
+            .get_or_init(|| Relays::from_headers(&self.message.headers))
+    }
+
     /// What a header rule reads; `None` when the header is absent.
     pub fn header(&self, source: &HeaderSource, part: HeaderPart) -> Option<String> {
         let headers = &self.message.headers;
+        // `ALL` and `ALL-*`: `Name: value` lines.
+        let lines = |headers: &[HeaderField]| {
+            let raw = matches!(
+                part,
+                HeaderPart::Raw | HeaderPart::RawAddr | HeaderPart::RawDisplayName
+            );
+            let mut all = String::new();
+            for h in headers {
+                all.push_str(&h.name);
+                all.push_str(": ");
+                all.push_str(if raw { &h.raw } else { &h.decoded });
+                all.push('\n');
+            }
+            all
+        };
         let pick = |names: &[&str]| -> Option<String> {
             let values: Vec<String> = headers
                 .iter()
@@ -162,24 +186,19 @@ impl<'a> Views<'a> {
                 let values = self.mime_header(name, part);
                 (!values.is_empty()).then(|| values.join("\n"))
             }
-            HeaderSource::All => {
-                let mut all = String::new();
-                for h in headers {
-                    all.push_str(&h.name);
-                    all.push_str(": ");
-                    all.push_str(
-                        if matches!(
-                            part,
-                            HeaderPart::Raw | HeaderPart::RawAddr | HeaderPart::RawDisplayName
-                        ) {
-                            &h.raw
-                        } else {
-                            &h.decoded
-                        },
-                    );
-                    all.push('\n');
-                }
-                Some(all)
+            HeaderSource::All => Some(lines(headers)),
+            HeaderSource::AllBy(trust) => {
+                let block = self.relays().header_block(*trust, headers);
+                (!block.is_empty()).then(|| lines(block))
+            }
+            // Always set, if only to the empty string, as in SpamAssassin.
+            HeaderSource::Relays(trust) => {
+                let text = received::render(self.relays().of(*trust));
+                Some(match part {
+                    HeaderPart::Addr | HeaderPart::RawAddr => address(&text),
+                    HeaderPart::DisplayName | HeaderPart::RawDisplayName => display_name(&text),
+                    HeaderPart::Decoded | HeaderPart::Raw => text,
+                })
             }
         }
     }

@@ -19,7 +19,8 @@ use super::parse::{HeaderPart, HeaderSource, View};
 /// SpamAssassin's `body_part_scan_size`: body rules see at most this much of each part, which
 /// also bounds the time any rule can take.
 const PART_SCAN_LIMIT: usize = 50_000;
-/// SpamAssassin's `MAX_BODY_LINE_LENGTH`: the size of the pieces rawbody rules see.
+/// SpamAssassin's `MAX_BODY_LINE_LENGTH`: the size of the pieces rawbody rules see, and the
+/// longest paragraph body rules see (a longer one is cut after a space).
 const CHUNK: usize = 2048;
 /// `rawbody_part_scan_size`.
 const RAW_PART_SCAN_LIMIT: usize = 500_000;
@@ -76,7 +77,11 @@ impl<'a> Views<'a> {
                 }
                 text.push_str(truncate(part, PART_SCAN_LIMIT));
             }
-            paragraphs(&text, &mut body);
+            let mut long = Vec::new();
+            paragraphs(&text, &mut long);
+            for paragraph in long {
+                short_lines(paragraph, &mut body);
+            }
             body
         })
     }
@@ -277,6 +282,27 @@ fn paragraphs(text: &str, out: &mut Vec<String>) {
     }
 }
 
+/// A paragraph longer than [`CHUNK`] bytes in pieces, each cut after its last space within
+/// that length (or at it, when there is none), as SpamAssassin's
+/// `split_into_array_of_short_lines` does.
+fn short_lines(mut paragraph: String, out: &mut Vec<String>) {
+    while paragraph.len() > CHUNK {
+        let mut cut = match paragraph.as_bytes()[..=CHUNK]
+            .iter()
+            .rposition(|&b| b == b' ')
+        {
+            Some(space) if space > 0 => space + 1,
+            _ => CHUNK,
+        };
+        while !paragraph.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let rest = paragraph.split_off(cut);
+        out.push(std::mem::replace(&mut paragraph, rest));
+    }
+    out.push(paragraph);
+}
+
 /// `%XX` escapes decoded (invalid UTF-8 shown as U+FFFD); other text unchanged.
 fn percent_decoded(url: &str) -> String {
     let bytes = url.as_bytes();
@@ -397,6 +423,21 @@ mod tests {
         let mut out = Vec::new();
         paragraphs("a \n \n  b", &mut out);
         assert_eq!(out, ["a ", " b"]);
+    }
+
+    #[test]
+    fn long_paragraphs_are_cut_after_a_space() {
+        let mut out = Vec::new();
+        short_lines(
+            format!("{} {}", "a".repeat(2000), "b".repeat(100)),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out[0].ends_with(' ') && out[1] == "b".repeat(100));
+        let mut out = Vec::new();
+        short_lines("ë".repeat(1500), &mut out);
+        assert!(out.iter().all(|l| l.len() <= CHUNK));
+        assert_eq!(out.concat(), "ë".repeat(1500));
     }
 
     #[test]

@@ -119,16 +119,21 @@ impl Prefilter {
             _ => Cow::Owned(lines.join("\n")),
         };
         if let Some((automaton, owners)) = &self.literals {
-            // Offsets of each line's start in `joined`.
+            let folded = fold_for_literals(&joined);
+            // Offsets of each line's start in the folded text. Folding shortens the characters
+            // it replaces, so when it changed anything, lines are measured folded.
+            let folded_len = |line: &str| match &folded {
+                Cow::Borrowed(_) => line.len(),
+                Cow::Owned(_) => fold_for_literals(line).len(),
+            };
             let starts: Vec<usize> = std::iter::once(0)
                 .chain(lines.iter().scan(0, |offset, line| {
-                    *offset += line.len() + 1;
+                    *offset += folded_len(line) + 1;
                     Some(*offset)
                 }))
                 .collect();
             // (rule, line) for each literal found; sorted, they group by rule in line order.
             let mut found_on: Vec<(usize, u32)> = Vec::new();
-            let folded = fold_for_literals(&joined);
             for found in automaton.find_overlapping_iter(folded.as_ref()) {
                 // A rule's match lies within one line, so its literal starts on that line.
                 let line = (starts.partition_point(|&s| s <= found.start()) - 1) as u32;
@@ -501,6 +506,52 @@ mod tests {
         assert!(!p.contains(r"\b"), "{p}");
         assert!(p.contains("25") && p.contains(r"\A"), "{p}");
         assert!(Regex::new(&p).unwrap().is_match("déjà xx"));
+    }
+
+    /// The prefilter may over-report, never miss: every (rule, line) where the rule's own regex
+    /// matches must be among the candidates.
+    #[test]
+    fn candidates_cover_every_line_a_rule_matches() {
+        let patterns = [
+            r"(?i)\bviagra\b",
+            r"(?i)(?:free|cheap)\s+pills",
+            r"(?i)\b(?:lottery|prize)\s\w+",
+            r"(?i)kiss",
+            r"^\s*hello\z",
+            r"[0-9]{3,}",
+            r"(?i)ré\w+",
+            r"(?i)unsubscribe",
+        ];
+        let rules: Vec<(usize, Option<&str>)> = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, Some(*p)))
+            .collect();
+        let prefilter = Prefilter::build("test", &rules);
+        assert!(prefilter.literals.is_some() && !prefilter.sets.is_empty());
+        proptest::proptest!(|(words in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "VIAGRA", "viagra", "cheap", "free", "pills", "Lottery", "prize", "win", "\u{212A}iss",
+                "hello", "  ", "1234", "réveil", "RÉSUMÉ", "Unsubscribe", "x", "\n", "ë",
+            ]),
+            0..24,
+        ))| {
+            let text = words.join(" ");
+            let lines: Vec<&str> = text.split('\n').collect();
+            let found = prefilter.candidates(&lines);
+            for (rule, pattern) in patterns.iter().enumerate() {
+                let re = Regex::new(pattern).unwrap();
+                for (at, line) in lines.iter().enumerate() {
+                    if re.is_match(line) {
+                        let covered = found.iter().any(|c| {
+                            c.rule == rule
+                                && c.lines.as_ref().is_none_or(|on| on.contains(&(at as u32)))
+                        });
+                        proptest::prop_assert!(covered, "rule {pattern} on line {line:?}");
+                    }
+                }
+            }
+        });
     }
 
     #[test]

@@ -514,17 +514,13 @@ impl RuleSet {
                     if count >= limit {
                         break;
                     }
-                    if rule.tflags.multiple
-                        && let Matcher::Regex(re) = &rule.matcher
-                    {
-                        for m in re.find_iter(line) {
+                    if rule.tflags.multiple {
+                        // Every match counts, several in one line too (up to `maxhits`).
+                        for m in find_all(&rule.matcher, line, limit - count) {
                             if matched[index].is_none() {
-                                matched[index] = Some(excerpt(m.as_str()));
+                                matched[index] = Some(m);
                             }
                             count += 1;
-                            if count >= limit {
-                                break;
-                            }
                         }
                         continue;
                     }
@@ -695,21 +691,61 @@ fn find(matcher: &Matcher, text: &str) -> Option<String> {
                     .map_err(|e| e.to_string()),
             };
             found.unwrap_or_else(|e| {
-                BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
-                let pattern = match re.as_ref() {
-                    Backtracking::Pcre(re) => re.as_str(),
-                    Backtracking::Fancy(re) => re.as_str(),
-                };
-                tracing::warn!(
-                    pattern,
-                    error = %e,
-                    "regex backtracking limit reached; rule treated as not matching"
-                );
+                backtrack_limit_hit(re, &e);
                 None
             })
         }
         _ => None,
     }
+}
+
+/// Up to `limit` non-overlapping matches of `matcher` in `text`, as excerpts.
+fn find_all(matcher: &Matcher, text: &str, limit: u32) -> Vec<String> {
+    let limit = limit as usize;
+    match matcher {
+        Matcher::Regex(re) => re
+            .find_iter(text)
+            .take(limit)
+            .map(|m| excerpt(m.as_str()))
+            .collect(),
+        Matcher::Fancy(_, Some(gate)) if !gate.is_match(text) => Vec::new(),
+        Matcher::Fancy(re, _) => {
+            let found: Result<Vec<String>, String> = match re.as_ref() {
+                Backtracking::Pcre(re) => re
+                    .find_iter(text.as_bytes())
+                    .take(limit)
+                    .map(|m| {
+                        m.map(|m| excerpt(&String::from_utf8_lossy(m.as_bytes())))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect(),
+                Backtracking::Fancy(re) => re
+                    .find_iter(text)
+                    .take(limit)
+                    .map(|m| m.map(|m| excerpt(m.as_str())).map_err(|e| e.to_string()))
+                    .collect(),
+            };
+            found.unwrap_or_else(|e| {
+                backtrack_limit_hit(re, &e);
+                Vec::new()
+            })
+        }
+        _ => find(matcher, text).into_iter().collect(),
+    }
+}
+
+/// Counts and logs a backtracking match that gave up.
+fn backtrack_limit_hit(re: &Backtracking, error: &str) {
+    BACKTRACK_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
+    let pattern = match re {
+        Backtracking::Pcre(re) => re.as_str(),
+        Backtracking::Fancy(re) => re.as_str(),
+    };
+    tracing::warn!(
+        pattern,
+        error,
+        "regex backtracking limit reached; rule treated as not matching"
+    );
 }
 
 fn excerpt(text: &str) -> String {
@@ -802,6 +838,19 @@ mod tests {
         let message = Message::parse(raw, raw.len());
         let hit = &set.evaluate(&message, &Envelope::offline("", vec![]))[0];
         assert_eq!((hit.count, hit.score), (3, 1.5));
+    }
+
+    #[test]
+    fn multiple_counts_every_match_of_a_backtracking_rule_too() {
+        // A lookahead puts the rule on the backtracking engine; each match in the one
+        // paragraph counts, as in SpamAssassin.
+        let set = RuleSet::from_text(
+            "body LEADS /\\d+ (?!fake)\\w+ leads/\ntflags LEADS multiple maxhits=5\nscore LEADS 1\n",
+        );
+        let raw = b"Subject: x\r\n\r\n5 hot leads, 7 fake leads, 9 new leads\r\n";
+        let message = Message::parse(raw, raw.len());
+        let hit = &set.evaluate(&message, &Envelope::offline("", vec![]))[0];
+        assert_eq!(hit.count, 2);
     }
 
     #[test]

@@ -165,14 +165,7 @@ impl<'a> Views<'a> {
             let values: Vec<String> = headers
                 .iter()
                 .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
-                .map(|h| match part {
-                    HeaderPart::Decoded => h.decoded.clone(),
-                    HeaderPart::Raw => h.raw.clone(),
-                    HeaderPart::Addr => address(&h.decoded),
-                    HeaderPart::DisplayName => display_name(&h.decoded),
-                    HeaderPart::RawAddr => address(&h.raw),
-                    HeaderPart::RawDisplayName => display_name(&h.raw),
-                })
+                .map(|h| part_of(h, part))
                 .collect();
             (!values.is_empty()).then(|| values.join("\n"))
         };
@@ -216,14 +209,7 @@ impl<'a> Views<'a> {
             .iter()
             .flatten()
             .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| match part {
-                HeaderPart::Raw => h.raw.clone(),
-                HeaderPart::Decoded => h.decoded.clone(),
-                HeaderPart::Addr => address(&h.decoded),
-                HeaderPart::DisplayName => display_name(&h.decoded),
-                HeaderPart::RawAddr => address(&h.raw),
-                HeaderPart::RawDisplayName => display_name(&h.raw),
-            })
+            .map(|h| part_of(h, part))
             .collect()
     }
 
@@ -301,6 +287,18 @@ fn short_lines(mut paragraph: String, out: &mut Vec<String>) {
         out.push(std::mem::replace(&mut paragraph, rest));
     }
     out.push(paragraph);
+}
+
+/// What a header rule with this modifier reads of one header field.
+fn part_of(h: &HeaderField, part: HeaderPart) -> String {
+    match part {
+        HeaderPart::Decoded => h.decoded.clone(),
+        HeaderPart::Raw => h.raw.clone(),
+        HeaderPart::Addr => address(&h.decoded),
+        HeaderPart::DisplayName => display_name(&h.decoded),
+        HeaderPart::RawAddr => address(&h.raw),
+        HeaderPart::RawDisplayName => display_name(&h.raw),
+    }
 }
 
 /// `%XX` escapes decoded (invalid UTF-8 shown as U+FFFD); other text unchanged.

@@ -4,6 +4,8 @@
 //! [`checks`] emit symbols, [`verdict`] turns them into an action, and [`smtp::relay`] or
 //! [`quarantine`] carries it out. [`config`] turns the TOML file into validated settings.
 
+pub mod antivirus;
+pub mod attachments;
 pub mod checks;
 pub mod config;
 pub mod envelope;

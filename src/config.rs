@@ -36,6 +36,35 @@ struct RawConfig {
     policy: RawPolicy,
     rules: RawRules,
     log: RawLog,
+    antivirus: RawAntivirus,
+    attachments: RawAttachments,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAttachments {
+    banned_extensions: Option<Vec<String>>,
+    max_archive_depth: Option<usize>,
+    max_archive_entries: Option<usize>,
+    max_expanded_size: Option<ByteSize>,
+    max_ratio: Option<u64>,
+    max_parts: Option<usize>,
+    encrypted: Option<EncryptedAction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAntivirus {
+    enabled: Option<bool>,
+    clamd: Option<String>,
+    #[serde(with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    max_stream_size: Option<ByteSize>,
+    fail_open: Option<bool>,
+    action: Option<VirusAction>,
+    too_large: Option<TooLargeAction>,
+    #[serde(with = "humantime_serde::option")]
+    max_database_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +166,34 @@ pub enum DownstreamTls {
     Required,
 }
 
+/// What a detected virus does to the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirusAction {
+    Quarantine,
+    Reject,
+}
+
+/// What a part too large for the scanner does to the message: it is never passed silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLargeAction {
+    Tempfail,
+    Quarantine,
+    /// Relay, marked with `AV_TOO_LARGE` and `X-Kala-Virus: unchecked`.
+    Tag,
+}
+
+/// What an encrypted archive (which no scanner can look into) does to the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptedAction {
+    /// Only its score (`ARCHIVE_ENCRYPTED`).
+    Tag,
+    Quarantine,
+    Reject,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +214,27 @@ pub struct Settings {
     pub policy: Policy,
     pub rules: RulesSettings,
     pub log: LogSettings,
+    pub antivirus: AntivirusSettings,
+    pub attachments: AttachmentSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachmentSettings {
+    pub policy: crate::attachments::AttachmentPolicy,
+    pub max_parts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AntivirusSettings {
+    pub enabled: bool,
+    pub clamd: crate::antivirus::Endpoint,
+    /// Bound on each clamd call.
+    pub timeout: Duration,
+    pub max_stream_size: usize,
+    /// Relay (marked) rather than tempfail when clamd cannot answer: an admin's explicit choice.
+    pub fail_open: bool,
+    /// A database older than this is warned about at start and at each health check.
+    pub max_database_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +540,120 @@ impl Settings {
         force_actions
             .entry("MESSAGE_UNPARSEABLE".into())
             .or_insert(Action::Quarantine);
+
+        let av = raw.antivirus;
+        let clamd_text = av
+            .clamd
+            .unwrap_or_else(|| "/var/run/clamav/clamd.ctl".into());
+        let clamd = crate::antivirus::Endpoint::parse(&clamd_text).ok_or_else(|| {
+            fail(
+                "antivirus.clamd",
+                format!(
+                    "`{clamd_text}` is neither a socket path (/run/clamav/clamd.ctl) nor host:port"
+                ),
+            )
+        })?;
+        let av_timeout = av.timeout.unwrap_or(Duration::from_secs(8));
+        if av_timeout >= scan.check_timeout {
+            return Err(fail(
+                "antivirus.timeout",
+                format!(
+                    "{} must be shorter than scan.check_timeout ({}); raise that too",
+                    humantime_serde::re::humantime::format_duration(av_timeout),
+                    humantime_serde::re::humantime::format_duration(scan.check_timeout)
+                ),
+            ));
+        }
+        let antivirus = AntivirusSettings {
+            enabled: av.enabled.unwrap_or(true),
+            clamd,
+            timeout: av_timeout,
+            max_stream_size: positive(
+                "antivirus.max_stream_size",
+                size(av.max_stream_size, 25 * 1024 * 1024),
+            )?,
+            fail_open: av.fail_open.unwrap_or(false),
+            max_database_age: av
+                .max_database_age
+                .unwrap_or(Duration::from_secs(3 * 86_400)),
+        };
+        // The antivirus outcomes as forced actions, unless the admin forced them otherwise.
+        let virus_action = match av.action.unwrap_or(VirusAction::Quarantine) {
+            VirusAction::Quarantine => Action::Quarantine,
+            VirusAction::Reject => Action::Reject,
+        };
+        force_actions.entry("VIRUS".into()).or_insert(virus_action);
+        if !antivirus.fail_open {
+            force_actions
+                .entry("AV_UNCHECKED".into())
+                .or_insert(Action::Tempfail);
+        }
+        let too_large = match av.too_large.unwrap_or(TooLargeAction::Quarantine) {
+            TooLargeAction::Tempfail => Action::Tempfail,
+            TooLargeAction::Quarantine => Action::Quarantine,
+            TooLargeAction::Tag => Action::Tag,
+        };
+        force_actions
+            .entry("AV_TOO_LARGE".into())
+            .or_insert(too_large);
+
+        let raw_attachments = raw.attachments;
+        let defaults = crate::attachments::AttachmentPolicy::default();
+        let banned_extensions = match raw_attachments.banned_extensions {
+            Some(list) => list
+                .into_iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            None => defaults.banned_extensions,
+        };
+        let limits = crate::attachments::Limits {
+            max_depth: raw_attachments
+                .max_archive_depth
+                .unwrap_or(defaults.limits.max_depth),
+            max_entries: positive(
+                "attachments.max_archive_entries",
+                raw_attachments
+                    .max_archive_entries
+                    .unwrap_or(defaults.limits.max_entries),
+            )?,
+            max_expanded_bytes: positive(
+                "attachments.max_expanded_size",
+                size(
+                    raw_attachments.max_expanded_size,
+                    defaults.limits.max_expanded_bytes,
+                ),
+            )? as u64,
+            max_ratio: raw_attachments
+                .max_ratio
+                .unwrap_or(defaults.limits.max_ratio)
+                .max(1),
+        };
+        let attachments = AttachmentSettings {
+            policy: crate::attachments::AttachmentPolicy {
+                banned_extensions,
+                limits,
+            },
+            max_parts: positive(
+                "attachments.max_parts",
+                raw_attachments.max_parts.unwrap_or(500),
+            )?,
+        };
+        match raw_attachments
+            .encrypted
+            .unwrap_or(EncryptedAction::Quarantine)
+        {
+            EncryptedAction::Tag => {}
+            EncryptedAction::Quarantine => {
+                force_actions
+                    .entry("ARCHIVE_ENCRYPTED".into())
+                    .or_insert(Action::Quarantine);
+            }
+            EncryptedAction::Reject => {
+                force_actions
+                    .entry("ARCHIVE_ENCRYPTED".into())
+                    .or_insert(Action::Reject);
+            }
+        }
         let policy = Policy {
             tag_score: tag,
             quarantine_score: quarantine,
@@ -505,6 +697,8 @@ impl Settings {
                 format: raw.log.format.unwrap_or(LogFormat::Text),
                 level,
             },
+            antivirus,
+            attachments,
         })
     }
 }

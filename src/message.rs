@@ -78,6 +78,10 @@ pub struct Message {
     pub attachments: Vec<Attachment>,
     /// Some part had a transfer-encoding or charset the parser had to guess around.
     pub encoding_problem: bool,
+    /// MIME parts in all, nested messages' parts included.
+    pub mime_parts: usize,
+    /// Messages were nested deeper than Kala walks (their parts were not looked at).
+    pub nesting_exceeded: bool,
     /// Why the message could not be parsed at all (the parser panicked or found nothing).
     pub parse_error: Option<String>,
 }
@@ -211,6 +215,7 @@ fn header_field(header: &mail_parser::Header<'_>, raw: &[u8]) -> HeaderField {
 /// Walks every part, descending into attached messages, filling the flat lists.
 fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: usize) {
     for part in &parsed.parts {
+        out.mime_parts += 1;
         out.encoding_problem |= part.is_encoding_problem;
         let is_attachment = part
             .content_disposition()
@@ -230,6 +235,8 @@ fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: us
                 out.attachments.push(attachment(part, part.contents()));
                 if depth < MAX_NESTING {
                     collect_parts(nested, out, depth + 1);
+                } else {
+                    out.nesting_exceeded = true;
                 }
             }
             PartType::Text(_)

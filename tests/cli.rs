@@ -55,7 +55,11 @@ fn scan_prints_the_verdict_in_human_and_json_form() {
     // No rule files: only the structural checks, so the figures below are fixed.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kala.toml");
-    std::fs::write(&config, "[rules]\ndirs = []\n").unwrap();
+    std::fs::write(
+        &config,
+        "[rules]\ndirs = []\n[antivirus]\nenabled = false\n",
+    )
+    .unwrap();
     let out = kala()
         .args(["scan", "--config"])
         .arg(&config)
@@ -203,7 +207,7 @@ async fn serve_logs_one_json_line_per_message() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[downstream]\naddress = \"{}\"\n[log]\nformat = \"json\"\n",
+            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[downstream]\naddress = \"{}\"\n[log]\nformat = \"json\"\n[antivirus]\nenabled = false\n",
             dir.path().join("var").display().to_string(),
             sink.addr
         ),
@@ -274,7 +278,10 @@ fn scan_explain_shows_where_a_rule_is_and_what_it_matched() {
     let config = dir.path().join("kala.toml");
     std::fs::write(
         &config,
-        format!("[rules]\ndirs = [{:?}]\n", dir.path().display().to_string()),
+        format!(
+            "[rules]\ndirs = [{:?}]\n[antivirus]\nenabled = false\n",
+            dir.path().display().to_string()
+        ),
     )
     .unwrap();
     let out = kala()

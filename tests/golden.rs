@@ -21,7 +21,9 @@ struct Expectation {
 
 #[tokio::test]
 async fn fixtures_get_their_expected_verdicts() {
-    let pipeline = Pipeline::new(&Settings::embedded_defaults());
+    // The fixtures are about rules and structure; viruses have their own test with a clamd.
+    let settings = Settings::parse("[antivirus]\nenabled = false\n", "golden test").unwrap();
+    let pipeline = Pipeline::new(&settings);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail");
     let mut checked = 0;
     let mut problems = Vec::new();

@@ -5,6 +5,8 @@
 //! one that fails or times out yields `<NAME>_UNCHECKED` so the policy can decide what a
 //! missing answer means.
 
+mod antivirus;
+mod attachments;
 mod headers;
 mod helo;
 mod rules;
@@ -20,6 +22,8 @@ use crate::envelope::Envelope;
 use crate::message::Message;
 use crate::verdict::{Policy, Symbol, Verdict};
 
+pub use antivirus::{Antivirus, PASSED_UNSCANNED};
+pub use attachments::Attachments;
 pub use headers::HeaderStructure;
 pub use helo::HeloName;
 pub use rules::SpamRules;
@@ -131,8 +135,15 @@ impl Pipeline {
 
     /// The pipeline with an already loaded rule set (shared with whoever reloads it).
     pub fn with_rules(settings: &Settings, rules: Arc<SpamRules>) -> Pipeline {
-        let checks: Vec<Arc<dyn Check>> =
+        let mut checks: Vec<Arc<dyn Check>> =
             vec![Arc::new(HeloName), Arc::new(HeaderStructure), rules.clone()];
+        checks.push(Arc::new(Attachments::new(
+            settings.attachments.policy.clone(),
+            settings.attachments.max_parts,
+        )));
+        if settings.antivirus.enabled {
+            checks.push(Arc::new(Antivirus::new(Arc::new(clamd(settings)))));
+        }
         Pipeline {
             checks,
             rules,
@@ -245,7 +256,18 @@ impl Pipeline {
                 .await
                 .symbols,
         );
-        self.policy.decide(symbols)
+        let verdict = self.policy.decide(symbols);
+        antivirus::note_if_passed_unscanned(&verdict);
+        verdict
+    }
+}
+
+/// The clamd client the settings describe.
+pub fn clamd(settings: &Settings) -> crate::antivirus::Clamd {
+    crate::antivirus::Clamd {
+        endpoint: settings.antivirus.clamd.clone(),
+        timeout: settings.antivirus.timeout,
+        max_stream_size: settings.antivirus.max_stream_size,
     }
 }
 
@@ -266,6 +288,10 @@ fn unchecked(check: &str, why: String) -> Outcome {
 mod tests {
     use super::*;
 
+    fn without_antivirus() -> Settings {
+        Settings::parse("[antivirus]\nenabled = false\n", "test").unwrap()
+    }
+
     struct Slow;
     #[async_trait]
     impl Check for Slow {
@@ -283,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_that_hangs_becomes_an_unchecked_symbol() {
-        let mut pipeline = Pipeline::new(&Settings::embedded_defaults());
+        let mut pipeline = Pipeline::new(&without_antivirus());
         pipeline.checks = vec![Arc::new(Slow)];
         pipeline.check_timeout = Duration::from_millis(50);
         let envelope = Envelope::offline("a@example.org", vec![]);
@@ -297,7 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn unparseable_message_is_quarantined_by_default() {
-        let pipeline = Pipeline::new(&Settings::embedded_defaults());
+        let pipeline = Pipeline::new(&without_antivirus());
         let envelope = Envelope::offline("a@example.org", vec![]);
         let message = Arc::new(Message {
             parse_error: Some("boom".into()),

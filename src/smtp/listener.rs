@@ -52,6 +52,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             sessions.clone(),
         )));
     }
+    if shared.settings.antivirus.enabled {
+        let settings = &shared.settings;
+        let clamd = crate::checks::clamd(settings);
+        let (max_age, fail_open) = (
+            settings.antivirus.max_database_age,
+            settings.antivirus.fail_open,
+        );
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let endpoint = clamd.endpoint.to_string();
+            loop {
+                crate::antivirus::log_health(&clamd, &endpoint, max_age, fail_open).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::antivirus::HEALTH_INTERVAL) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     Ok(RunningServer {
         local_addrs,
         shared,

@@ -68,6 +68,14 @@ pub fn stamped_header(
         .as_bytes(),
     );
     out.extend_from_slice(fold("X-Kala-Symbols", &verdict.symbol_list()).as_bytes());
+    // Relayed with content the virus scanner did not see (fail_open, or too large and tagged).
+    if verdict
+        .symbols
+        .iter()
+        .any(|s| s.name == "AV_UNCHECKED" || s.name == "AV_TOO_LARGE")
+    {
+        out.extend_from_slice(b"X-Kala-Virus: unchecked\r\n");
+    }
 
     let tag = verdict.action == Action::Tag && !subject_prefix.is_empty();
     let mut saw_subject = false;

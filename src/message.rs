@@ -46,6 +46,10 @@ pub struct Attachment {
     pub size: usize,
     #[serde(skip)]
     pub bytes: Vec<u8>,
+    /// Where its encoded body lies in [`Message::raw`], when it is a part of the message itself
+    /// (not of a message nested in it) that decoded cleanly.
+    #[serde(skip)]
+    pub raw_body: Option<std::ops::Range<usize>>,
 }
 
 /// An HTML part: the markup and its rendering as text.
@@ -232,7 +236,8 @@ fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: us
             }
             PartType::Multipart(_) => {}
             PartType::Message(nested) => {
-                out.attachments.push(attachment(part, part.contents()));
+                out.attachments
+                    .push(attachment(part, part.contents(), depth));
                 if depth < MAX_NESTING {
                     collect_parts(nested, out, depth + 1);
                 } else {
@@ -243,13 +248,14 @@ fn collect_parts(parsed: &mail_parser::Message<'_>, out: &mut Message, depth: us
             | PartType::Html(_)
             | PartType::Binary(_)
             | PartType::InlineBinary(_) => {
-                out.attachments.push(attachment(part, part.contents()));
+                out.attachments
+                    .push(attachment(part, part.contents(), depth));
             }
         }
     }
 }
 
-fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8]) -> Attachment {
+fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8], depth: usize) -> Attachment {
     let declared_type = part
         .content_type()
         .map(|ct| match &ct.c_subtype {
@@ -263,6 +269,8 @@ fn attachment(part: &mail_parser::MessagePart<'_>, bytes: &[u8]) -> Attachment {
         declared_type,
         size: bytes.len(),
         bytes: bytes.to_vec(),
+        raw_body: (depth == 0 && !part.is_encoding_problem)
+            .then(|| part.raw_body_offset() as usize..part.raw_end_offset() as usize),
     }
 }
 

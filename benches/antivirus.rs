@@ -15,7 +15,6 @@ mod support_clamd;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use kala::antivirus::{Clamd, Endpoint, Scanner};
 use support::{Kala, Sink};
 
@@ -35,28 +34,15 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn message(index: usize, attachments: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format!(
-        "From: bench@sender.example\r\nTo: it@prokuroria.example\r\nSubject: bench {index}\r\n\
-         Date: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{index}@sender.example>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
-         --b\r\nContent-Type: text/plain\r\n\r\nFiles attached.\r\n"
-    );
-    for (i, bytes) in attachments.iter().enumerate() {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-        let lines: Vec<&str> = encoded
-            .as_bytes()
-            .chunks(76)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        out.push_str(&format!(
-            "--b\r\nContent-Type: application/octet-stream\r\n\
-             Content-Disposition: attachment; filename=\"file{i}.bin\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
-            lines.join("\r\n")
-        ));
-    }
-    out.push_str("--b--\r\n");
-    out.into_bytes()
+    let names: Vec<String> = (0..attachments.len())
+        .map(|i| format!("file{i}.bin"))
+        .collect();
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(attachments)
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    support::with_attachments(&format!("bench {index}"), &files)
 }
 
 /// Sends the messages one after another; returns seconds per message.

@@ -6,43 +6,10 @@ mod support;
 mod support_clamd;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::Duration;
 
-use base64::Engine;
-use support::{Kala, Sink, clean_message};
+use support::{Kala, Sink, clean_message, with_attachment, zip_of};
 use support_clamd::{Clamd, TESTFILES, eicar};
-
-/// A message with one attachment, base64-encoded as a mail client sends it.
-fn with_attachment(subject: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let lines: Vec<&str> = encoded
-        .as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "From: Ana Hoxha <ana@sender.example>\r\nTo: IT <it@prokuroria.example>\r\n\
-         Subject: {subject}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\n\
-         Message-ID: <{subject}@sender.example>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"kala-b1\"\r\n\r\n\
-         --kala-b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment.\r\n\
-         --kala-b1\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\n\
-         Content-Disposition: attachment; filename=\"{name}\"\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--kala-b1--\r\n",
-        lines.join("\r\n")
-    )
-    .into_bytes()
-}
-
-/// A zip holding one file, in memory.
-fn zip_of(name: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file(name, zip::write::SimpleFileOptions::default())
-        .unwrap();
-    zip.write_all(bytes).unwrap();
-    zip.finish().unwrap().into_inner()
-}
 
 async fn start(clamd: &Clamd, sink: &Sink, extra: &[(&str, &str)]) -> Kala {
     let settings = clamd.settings();
@@ -150,7 +117,7 @@ async fn eicar_in_the_body_an_attachment_a_zip_and_a_zip_in_a_zip() {
         ),
         (
             "zipped",
-            with_attachment("zipped", "eicar.zip", &zip_of("eicar.txt", &eicar())),
+            with_attachment("zipped", "eicar.zip", &zip_of(&[("eicar.txt", &eicar())])),
             "attachment \"eicar.zip\"",
         ),
         (
@@ -158,7 +125,7 @@ async fn eicar_in_the_body_an_attachment_a_zip_and_a_zip_in_a_zip() {
             with_attachment(
                 "zip-in-zip",
                 "outer.zip",
-                &zip_of("inner.zip", &zip_of("eicar.txt", &eicar())),
+                &zip_of(&[("inner.zip", &zip_of(&[("eicar.txt", &eicar())]))]),
             ),
             "attachment \"outer.zip\"",
         ),

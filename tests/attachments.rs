@@ -3,48 +3,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use support::{Kala, Sink};
-
-fn with_attachment(subject: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let lines: Vec<&str> = encoded
-        .as_bytes()
-        .chunks(76)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "From: Ana Hoxha <ana@sender.example>\r\nTo: IT <it@prokuroria.example>\r\n\
-         Subject: {subject}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\n\
-         Message-ID: <{}@sender.example>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"kala-b1\"\r\n\r\n\
-         --kala-b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment.\r\n\
-         --kala-b1\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\n\
-         Content-Disposition: attachment; filename=\"{name}\"\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--kala-b1--\r\n",
-        subject.len(),
-        lines.join("\r\n")
-    )
-    .into_bytes()
-}
-
-/// A zip of `(name, bytes)` entries, deflated.
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, bytes) in entries {
-        zip.start_file(
-            *name,
-            zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated),
-        )
-        .unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
+use support::{Kala, Sink, with_attachment, zip_of};
 
 /// The smallest bytes Windows would load as a program: `MZ`, and at `e_lfanew` the PE header.
 fn program() -> Vec<u8> {

@@ -99,6 +99,25 @@ pub struct Clamd {
     pub max_stream_size: usize,
 }
 
+/// Runs one clamav-client call on whichever transport `endpoint` names: the client's calls are
+/// generic over the transport type, so each arm needs its own concrete type.
+macro_rules! on_transport {
+    ($endpoint:expr, |$transport:ident| $call:expr) => {
+        match $endpoint {
+            Endpoint::Unix(path) => {
+                let $transport = Socket { socket_path: path };
+                $call.await
+            }
+            Endpoint::Tcp(address) => {
+                let $transport = Tcp {
+                    host_address: address,
+                };
+                $call.await
+            }
+        }
+    };
+}
+
 /// Bytes per INSTREAM chunk.
 const CHUNK: usize = 64 * 1024;
 
@@ -128,18 +147,9 @@ impl Scanner for Clamd {
         }
         let answer = self
             .call(|endpoint| async move {
-                match endpoint {
-                    Endpoint::Unix(path) => {
-                        let socket = Socket { socket_path: path };
-                        clamav_client::tokio::scan_buffer(bytes, socket, Some(CHUNK)).await
-                    }
-                    Endpoint::Tcp(address) => {
-                        let tcp = Tcp {
-                            host_address: address,
-                        };
-                        clamav_client::tokio::scan_buffer(bytes, tcp, Some(CHUNK)).await
-                    }
-                }
+                on_transport!(endpoint, |transport| {
+                    clamav_client::tokio::scan_buffer(bytes, transport, Some(CHUNK))
+                })
             })
             .await?;
         parse_scan_answer(&answer).map_err(|refusal| {
@@ -157,17 +167,7 @@ impl Scanner for Clamd {
     async fn ping(&self) -> Result<(), ScanError> {
         let answer = self
             .call(|endpoint| async move {
-                match endpoint {
-                    Endpoint::Unix(path) => {
-                        clamav_client::tokio::ping(Socket { socket_path: path }).await
-                    }
-                    Endpoint::Tcp(address) => {
-                        clamav_client::tokio::ping(Tcp {
-                            host_address: address,
-                        })
-                        .await
-                    }
-                }
+                on_transport!(endpoint, |transport| clamav_client::tokio::ping(transport))
             })
             .await?;
         if answer.starts_with(b"PONG") {
@@ -180,17 +180,9 @@ impl Scanner for Clamd {
     async fn version(&self) -> Result<EngineVersion, ScanError> {
         let answer = self
             .call(|endpoint| async move {
-                match endpoint {
-                    Endpoint::Unix(path) => {
-                        clamav_client::tokio::get_version(Socket { socket_path: path }).await
-                    }
-                    Endpoint::Tcp(address) => {
-                        clamav_client::tokio::get_version(Tcp {
-                            host_address: address,
-                        })
-                        .await
-                    }
-                }
+                on_transport!(endpoint, |transport| {
+                    clamav_client::tokio::get_version(transport)
+                })
             })
             .await?;
         Ok(parse_version(

@@ -438,3 +438,51 @@ pub async fn tls_upgrade(
         stream: BufReader::new(tls),
     }
 }
+
+/// A message with one attachment, base64-encoded in 76-column lines as a mail client sends it.
+pub fn with_attachment(subject: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
+    with_attachments(subject, &[(name, bytes)])
+}
+
+/// A multipart message: a short text part, then each `(file name, bytes)` as an attachment.
+pub fn with_attachments(subject: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    use base64::Engine;
+    let mut out = format!(
+        "From: Ana Hoxha <ana@sender.example>\r\nTo: IT <it@prokuroria.example>\r\n\
+         Subject: {subject}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\n\
+         Message-ID: <{}.{}@sender.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"kala-b1\"\r\n\r\n\
+         --kala-b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment.\r\n",
+        subject.len(),
+        subject.bytes().map(u32::from).sum::<u32>()
+    );
+    for (name, bytes) in files {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        out.push_str(&format!(
+            "--kala-b1\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\n\
+             Content-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            lines.join("\r\n")
+        ));
+    }
+    out.push_str("--kala-b1--\r\n");
+    out.into_bytes()
+}
+
+/// A zip of `(name, bytes)` entries, deflated, in memory.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}

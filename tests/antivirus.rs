@@ -240,3 +240,24 @@ async fn fail_open_relays_marked_and_too_large_is_never_passed_silently() {
     assert!(detail.contains("big.bin"), "{detail}");
     assert_eq!(sink.deliveries().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_check_reads_the_engine_and_notices_clamd_gone() {
+    use kala::antivirus::{Clamd as ClamdClient, Endpoint, Scanner, log_health};
+    let mut clamd = Clamd::start();
+    let client = ClamdClient {
+        endpoint: Endpoint::Unix(clamd.socket.clone()),
+        timeout: Duration::from_secs(5),
+        max_stream_size: 1 << 20,
+    };
+    client.ping().await.expect("PONG");
+    let version = client.version().await.expect("VERSION");
+    assert!(version.engine.starts_with("ClamAV "), "{version:?}");
+    // Local test signatures only: no daily database, so no age to warn about.
+    assert_eq!(version.database, None);
+    let endpoint = client.endpoint.to_string();
+    assert!(log_health(&client, &endpoint, Duration::from_secs(86_400), false).await);
+    clamd.stop();
+    assert!(client.ping().await.is_err());
+    assert!(!log_health(&client, &endpoint, Duration::from_secs(86_400), false).await);
+}

@@ -118,6 +118,17 @@ macro_rules! on_transport {
     };
 }
 
+impl Clamd {
+    /// The clamd client `[antivirus]` describes.
+    pub fn from_settings(settings: &crate::config::AntivirusSettings) -> Clamd {
+        Clamd {
+            endpoint: settings.clamd.clone(),
+            timeout: settings.timeout,
+            max_stream_size: settings.max_stream_size,
+        }
+    }
+}
+
 /// Bytes per INSTREAM chunk.
 const CHUNK: usize = 64 * 1024;
 

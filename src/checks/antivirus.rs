@@ -192,14 +192,18 @@ fn too_large(detail: String) -> Symbol {
     .with_detail(detail)
 }
 
+/// The symbol saying some of the message's content was not virus-scanned, if any.
+pub fn unscanned(verdict: &crate::verdict::Verdict) -> Option<&Symbol> {
+    verdict
+        .symbols
+        .iter()
+        .find(|s| s.name == "AV_UNCHECKED" || s.name == "AV_TOO_LARGE")
+}
+
 /// Counts and logs a message relayed with content the scanner did not see.
 pub fn note_if_passed_unscanned(verdict: &crate::verdict::Verdict) {
     use crate::verdict::Action;
-    let unscanned = verdict
-        .symbols
-        .iter()
-        .find(|s| s.name == "AV_UNCHECKED" || s.name == "AV_TOO_LARGE");
-    if let Some(symbol) = unscanned
+    if let Some(symbol) = unscanned(verdict)
         && verdict.action <= Action::Tag
     {
         PASSED_UNSCANNED.fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use crate::envelope::Envelope;
 use crate::message::Message;
 use crate::verdict::{Policy, Symbol, Verdict};
 
-pub use antivirus::{Antivirus, PASSED_UNSCANNED};
+pub use antivirus::{Antivirus, PASSED_UNSCANNED, unscanned};
 pub use attachments::Attachments;
 pub use headers::HeaderStructure;
 pub use helo::HeloName;
@@ -142,7 +142,8 @@ impl Pipeline {
             settings.attachments.max_parts,
         )));
         if settings.antivirus.enabled {
-            checks.push(Arc::new(Antivirus::new(Arc::new(clamd(settings)))));
+            let clamd = crate::antivirus::Clamd::from_settings(&settings.antivirus);
+            checks.push(Arc::new(Antivirus::new(Arc::new(clamd))));
         }
         Pipeline {
             checks,
@@ -259,15 +260,6 @@ impl Pipeline {
         let verdict = self.policy.decide(symbols);
         antivirus::note_if_passed_unscanned(&verdict);
         verdict
-    }
-}
-
-/// The clamd client the settings describe.
-pub fn clamd(settings: &Settings) -> crate::antivirus::Clamd {
-    crate::antivirus::Clamd {
-        endpoint: settings.antivirus.clamd.clone(),
-        timeout: settings.antivirus.timeout,
-        max_stream_size: settings.antivirus.max_stream_size,
     }
 }
 

@@ -338,18 +338,7 @@ fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
         HirKind::Capture(cap) => required(&cap.sub),
         HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub),
-        HirKind::Alternation(subs) => {
-            let mut union: Vec<Vec<u8>> = Vec::new();
-            for sub in subs {
-                union.extend(required(sub)?);
-                if union.len() > MAX_LITERALS {
-                    return None;
-                }
-            }
-            union.sort();
-            union.dedup();
-            Some(union)
-        }
+        HirKind::Alternation(subs) => union_of(subs, required),
         HirKind::Concat(subs) => {
             // Runs of pieces with few spellings (`mai?l`: `mail`, `mal`) become one set of
             // literals; any other piece may offer its own set. The best candidate is the one
@@ -460,31 +449,15 @@ fn leading(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
         HirKind::Capture(cap) => leading(&cap.sub),
         HirKind::Repetition(rep) if rep.min >= 1 => leading(&rep.sub),
-        HirKind::Alternation(subs) => {
-            let mut union: Vec<Vec<u8>> = Vec::new();
-            for sub in subs {
-                union.extend(leading(sub)?);
-                if union.len() > MAX_LITERALS {
-                    return None;
-                }
-            }
-            Some(union)
-        }
+        HirKind::Alternation(subs) => union_of(subs, leading),
         HirKind::Concat(subs) => {
             let mut prefix: Vec<u8> = Vec::new();
             for sub in subs {
                 match exact(sub) {
                     Some(piece) => prefix.extend(piece),
                     None => {
-                        return match leading(sub) {
-                            Some(starts) => Some(
-                                starts
-                                    .iter()
-                                    .map(|s| [prefix.as_slice(), s].concat())
-                                    .collect(),
-                            ),
-                            None => Some(vec![prefix]),
-                        };
+                        let starts = leading(sub).unwrap_or_else(|| vec![Vec::new()]);
+                        return Some(cross(&[prefix], &starts));
                     }
                 }
             }
@@ -492,6 +465,21 @@ fn leading(hir: &Hir) -> Option<Vec<Vec<u8>>> {
         }
         _ => None,
     }
+}
+
+/// Every branch's set, merged: what an alternation of them needs. `None` when a branch has no
+/// set or the union grows past [`MAX_LITERALS`].
+fn union_of(subs: &[Hir], set_of: fn(&Hir) -> Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let mut union: Vec<Vec<u8>> = Vec::new();
+    for sub in subs {
+        union.extend(set_of(sub)?);
+        if union.len() > MAX_LITERALS {
+            return None;
+        }
+    }
+    union.sort();
+    union.dedup();
+    Some(union)
 }
 
 /// Shortest literal first, then fewer literals.

@@ -54,7 +54,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     }
     if shared.settings.antivirus.enabled {
         let settings = &shared.settings;
-        let clamd = crate::checks::clamd(settings);
+        let clamd = crate::antivirus::Clamd::from_settings(&settings.antivirus);
         let (max_age, fail_open) = (
             settings.antivirus.max_database_age,
             settings.antivirus.fail_open,

@@ -69,11 +69,7 @@ pub fn stamped_header(
     );
     out.extend_from_slice(fold("X-Kala-Symbols", &verdict.symbol_list()).as_bytes());
     // Relayed with content the virus scanner did not see (fail_open, or too large and tagged).
-    if verdict
-        .symbols
-        .iter()
-        .any(|s| s.name == "AV_UNCHECKED" || s.name == "AV_TOO_LARGE")
-    {
+    if crate::checks::unscanned(verdict).is_some() {
         out.extend_from_slice(b"X-Kala-Virus: unchecked\r\n");
     }
 

@@ -516,12 +516,11 @@ impl RuleSet {
                     }
                     if rule.tflags.multiple {
                         // Every match counts, several in one line too (up to `maxhits`).
-                        for m in find_all(&rule.matcher, line, limit - count) {
-                            if matched[index].is_none() {
-                                matched[index] = Some(m);
-                            }
-                            count += 1;
+                        let (found, first) = count_matches(&rule.matcher, line, limit - count);
+                        if matched[index].is_none() {
+                            matched[index] = first;
                         }
+                        count += found;
                         continue;
                     }
                     if let Some(m) = find(&rule.matcher, line) {
@@ -699,38 +698,49 @@ fn find(matcher: &Matcher, text: &str) -> Option<String> {
     }
 }
 
-/// Up to `limit` non-overlapping matches of `matcher` in `text`, as excerpts.
-fn find_all(matcher: &Matcher, text: &str, limit: u32) -> Vec<String> {
+/// How many non-overlapping matches of `matcher` are in `text` (at most `limit`), and an
+/// excerpt of the first. Only the first is kept: `multiple` rules such as SpamAssassin's
+/// `__E_LIKE_LETTER` count hundreds of matches per line.
+fn count_matches(matcher: &Matcher, text: &str, limit: u32) -> (u32, Option<String>) {
+    fn tally<'t>(mut found: impl Iterator<Item = &'t [u8]>) -> (u32, Option<String>) {
+        let Some(first) = found.next() else {
+            return (0, None);
+        };
+        let count = 1 + found.count() as u32;
+        (count, Some(excerpt(&String::from_utf8_lossy(first))))
+    }
     let limit = limit as usize;
     match matcher {
-        Matcher::Regex(re) => re
-            .find_iter(text)
-            .take(limit)
-            .map(|m| excerpt(m.as_str()))
-            .collect(),
-        Matcher::Fancy(_, Some(gate)) if !gate.is_match(text) => Vec::new(),
+        Matcher::Regex(re) => tally(
+            re.find_iter(text)
+                .take(limit)
+                .map(|m| m.as_str().as_bytes()),
+        ),
+        Matcher::Fancy(_, Some(gate)) if !gate.is_match(text) => (0, None),
         Matcher::Fancy(re, _) => {
-            let found: Result<Vec<String>, String> = match re.as_ref() {
+            let counted = match re.as_ref() {
                 Backtracking::Pcre(re) => re
                     .find_iter(text.as_bytes())
                     .take(limit)
-                    .map(|m| {
-                        m.map(|m| excerpt(&String::from_utf8_lossy(m.as_bytes())))
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect(),
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|found| tally(found.iter().map(|m| m.as_bytes())))
+                    .map_err(|e| e.to_string()),
                 Backtracking::Fancy(re) => re
                     .find_iter(text)
                     .take(limit)
-                    .map(|m| m.map(|m| excerpt(m.as_str())).map_err(|e| e.to_string()))
-                    .collect(),
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|found| tally(found.iter().map(|m| m.as_str().as_bytes())))
+                    .map_err(|e| e.to_string()),
             };
-            found.unwrap_or_else(|e| {
+            counted.unwrap_or_else(|e| {
                 backtrack_limit_hit(re, &e);
-                Vec::new()
+                (0, None)
             })
         }
-        _ => find(matcher, text).into_iter().collect(),
+        _ => {
+            let found = find(matcher, text);
+            (u32::from(found.is_some()), found)
+        }
     }
 }
 
@@ -838,6 +848,11 @@ mod tests {
         let message = Message::parse(raw, raw.len());
         let hit = &set.evaluate(&message, &Envelope::offline("", vec![]))[0];
         assert_eq!((hit.count, hit.score), (3, 1.5));
+        assert_eq!(
+            hit.matched.as_deref(),
+            Some("$1"),
+            "the first match explains the hit"
+        );
     }
 
     #[test]

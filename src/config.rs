@@ -38,6 +38,35 @@ struct RawConfig {
     log: RawLog,
     antivirus: RawAntivirus,
     attachments: RawAttachments,
+    store: RawStore,
+    quarantine: RawQuarantine,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawQuarantine {
+    retention: RawRetention,
+    #[serde(with = "humantime_serde::option")]
+    purge_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetention {
+    #[serde(with = "humantime_serde::option")]
+    spam: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    virus: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    banned: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    policy: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +245,21 @@ pub struct Settings {
     pub log: LogSettings,
     pub antivirus: AntivirusSettings,
     pub attachments: AttachmentSettings,
+    pub store: StoreSettings,
+    pub quarantine: QuarantineSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (default: `kala.db` in the data directory) or `postgres://...`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuarantineSettings {
+    pub retention: crate::quarantine::Retention,
+    /// How often expired messages are purged.
+    pub purge_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -685,9 +729,47 @@ impl Settings {
                 format!("`{level}` is not a level such as info or debug"),
             ));
         }
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("./var"));
+        let store = StoreSettings {
+            url: match raw.store.url {
+                Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres") => url,
+                Some(url) => {
+                    return Err(fail(
+                        "store.url",
+                        format!(
+                            "`{}` is neither sqlite://PATH nor postgres://USER:PASSWORD@HOST/DATABASE",
+                            crate::store::redact(&url)
+                        ),
+                    ));
+                }
+                None => crate::store::Store::sqlite_url(&data_dir),
+            },
+        };
+        let defaults = crate::quarantine::Retention::default();
+        let retention = crate::quarantine::Retention {
+            spam: raw.quarantine.retention.spam.unwrap_or(defaults.spam),
+            virus: raw.quarantine.retention.virus.unwrap_or(defaults.virus),
+            banned: raw.quarantine.retention.banned.unwrap_or(defaults.banned),
+            policy: raw.quarantine.retention.policy.unwrap_or(defaults.policy),
+        };
+        let purge_interval = raw
+            .quarantine
+            .purge_interval
+            .unwrap_or(Duration::from_secs(3600));
+        if purge_interval < Duration::from_secs(1) {
+            return Err(fail(
+                "quarantine.purge_interval",
+                "must be at least 1s".into(),
+            ));
+        }
         Ok(Settings {
             source: file.to_string(),
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./var")),
+            data_dir,
+            store,
+            quarantine: QuarantineSettings {
+                retention,
+                purge_interval,
+            },
             smtp,
             downstream,
             scan,
@@ -709,10 +791,11 @@ impl fmt::Display for Settings {
         let listen: Vec<String> = self.smtp.listen.iter().map(|a| a.to_string()).collect();
         write!(
             f,
-            "config: {}; SMTP on {}; data in {}; downstream {} (TLS {:?}); thresholds tag {} / quarantine {} / reject {}",
+            "config: {}; SMTP on {}; data in {}; store {}; downstream {} (TLS {:?}); thresholds tag {} / quarantine {} / reject {}",
             self.source,
             listen.join(", "),
             self.data_dir.display(),
+            crate::store::redact(&self.store.url),
             self.downstream.address,
             self.downstream.tls,
             self.policy.tag_score,

@@ -15,6 +15,7 @@ pub mod quarantine;
 pub mod received;
 pub mod rules;
 pub mod smtp;
+pub mod store;
 pub mod verdict;
 
 /// Installs the process-wide TLS crypto provider (ring). Safe to call more than once.

@@ -25,13 +25,12 @@ async fn send(kala: &Kala, message: &[u8]) -> String {
         .await
 }
 
-/// The quarantine records (JSON) not seen before, parsed.
-fn new_records(kala: &Kala, seen: &mut BTreeSet<std::path::PathBuf>) -> Vec<serde_json::Value> {
+/// The quarantine records (envelope and verdict as JSON) not seen before.
+async fn new_records(kala: &Kala, seen: &mut BTreeSet<String>) -> Vec<serde_json::Value> {
     let mut records = Vec::new();
-    for entry in std::fs::read_dir(kala.data_dir.path().join("quarantine")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") && seen.insert(path.clone()) {
-            records.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+    for held in kala.quarantined().await {
+        if seen.insert(held.id.clone()) {
+            records.push(held.record);
         }
     }
     records
@@ -78,7 +77,7 @@ async fn every_clamav_testfile_is_caught_with_its_attachment_named() {
         )
         .await;
         assert!(reply.starts_with("250"), "{name}: {reply}");
-        let records = new_records(&kala, &mut seen);
+        let records = new_records(&kala, &mut seen).await;
         let detail = records
             .first()
             .and_then(|r| symbol_detail(r, "VIRUS"))
@@ -133,7 +132,7 @@ async fn eicar_in_the_body_an_attachment_a_zip_and_a_zip_in_a_zip() {
     for (case, message, place) in cases {
         let reply = send(&kala, &message).await;
         assert!(reply.starts_with("250"), "{case}: {reply}");
-        let records = new_records(&kala, &mut seen);
+        let records = new_records(&kala, &mut seen).await;
         assert_eq!(records.len(), 1, "{case}: one message quarantined");
         let detail = symbol_detail(&records[0], "VIRUS").unwrap_or_default();
         assert!(
@@ -169,7 +168,7 @@ async fn uuencoded_and_binhex_bodies_are_caught_by_the_whole_message_scan() {
     for (case, message) in cases {
         let reply = send(&kala, &message).await;
         assert!(reply.starts_with("250"), "{case}: {reply}");
-        let records = new_records(&kala, &mut seen);
+        let records = new_records(&kala, &mut seen).await;
         assert_eq!(records.len(), 1, "{case}: quarantined");
         let detail = symbol_detail(&records[0], "VIRUS").unwrap_or_default();
         assert!(detail.contains("Kala.Test.ClamExe"), "{case}: {detail:?}");
@@ -234,7 +233,7 @@ async fn fail_open_relays_marked_and_too_large_is_never_passed_silently() {
     .await;
     assert!(reply.starts_with("250"), "{reply}");
     let mut seen = BTreeSet::new();
-    let records = new_records(&small, &mut seen);
+    let records = new_records(&small, &mut seen).await;
     assert_eq!(records.len(), 1, "quarantined, not relayed");
     let detail = symbol_detail(&records[0], "AV_TOO_LARGE").expect("AV_TOO_LARGE");
     assert!(detail.contains("big.bin"), "{detail}");

@@ -17,13 +17,13 @@ fn program() -> Vec<u8> {
 }
 
 async fn held_symbols(kala: &Kala, sink: &Sink, message: &[u8]) -> (String, Vec<String>) {
-    let before = kala.quarantined().len();
+    let before = kala.quarantined().await.len();
     let reply = kala
         .client()
         .await
         .send_mail("ana@sender.example", &["it@prokuroria.example"], message)
         .await;
-    let held = kala.quarantined();
+    let held = kala.quarantined().await;
     if held.len() == before {
         // Relayed (tagged or accepted): the symbols are in X-Kala-Symbols.
         let Some(last) = sink.deliveries().pop() else {
@@ -39,9 +39,7 @@ async fn held_symbols(kala: &Kala, sink: &Sink, message: &[u8]) -> (String, Vec<
             .collect();
         return (format!("{reply} (relayed)"), symbols);
     }
-    let record = held.last().unwrap().with_extension("json");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let record = &held.last().unwrap().record;
     let names = record["verdict"]["symbols"]
         .as_array()
         .unwrap()

@@ -534,14 +534,13 @@ async fn each_action_does_what_it_says() {
         .send_mail("a@sender.example", &["it@prokuroria.example"], undated)
         .await;
     assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
-    let held = quarantine.quarantined();
+    let held = quarantine.quarantined().await;
     assert_eq!(held.len(), 1);
-    let stored = std::fs::read(&held[0]).unwrap();
     assert!(
-        stored.ends_with(undated),
+        held[0].raw.ends_with(undated),
         "the held copy is the message as received"
     );
-    let record = std::fs::read_to_string(held[0].with_extension("json")).unwrap();
+    let record = held[0].record.to_string();
     assert!(
         record.contains("KALA_MISSING_DATE") && record.contains("\"quarantine\""),
         "{record}"

@@ -30,7 +30,7 @@ pub struct RunningServer {
 /// Binds every `smtp.listen` address and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     use anyhow::Context as _;
-    let shared = Arc::new(Shared::new(settings)?);
+    let shared = Arc::new(Shared::new(settings).await?);
     let (shutdown, _) = watch::channel(false);
     let sessions = TaskTracker::new();
     let limits = Arc::new(Limits::new(
@@ -52,6 +52,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
             sessions.clone(),
         )));
     }
+    shared
+        .quarantine
+        .spawn_purge(shared.settings.quarantine.purge_interval);
     if shared.settings.antivirus.enabled {
         let settings = &shared.settings;
         let clamd = crate::antivirus::Clamd::from_settings(&settings.antivirus);

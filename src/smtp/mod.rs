@@ -40,17 +40,13 @@ pub struct Shared {
 
 impl Shared {
     /// Builds everything a session needs; fails with a message an admin can act on.
-    pub fn new(settings: Settings) -> anyhow::Result<Shared> {
+    pub async fn new(settings: Settings) -> anyhow::Result<Shared> {
         use anyhow::Context as _;
         let tmp_dir = settings.data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_dir)
             .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
-        let quarantine = Quarantine::open(&settings.data_dir).with_context(|| {
-            format!(
-                "cannot create the quarantine under {}",
-                settings.data_dir.display()
-            )
-        })?;
+        let store = crate::store::Store::open(&settings.store.url).await?;
+        let quarantine = Quarantine::new(store, settings.quarantine.retention);
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
                 &settings.smtp.tls,

@@ -47,6 +47,23 @@ pub struct Capabilities {
     pub size: usize,
 }
 
+/// The MAIL command for the downstream, with the parameters it can take.
+pub fn mail_command(
+    sender: &str,
+    body_8bitmime: bool,
+    smtputf8: bool,
+    caps: &Capabilities,
+) -> String {
+    let mut line = format!("MAIL FROM:<{sender}>");
+    if body_8bitmime && caps.eight_bit_mime {
+        line.push_str(" BODY=8BITMIME");
+    }
+    if smtputf8 && caps.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    line
+}
+
 /// The pool and how to make new connections.
 pub struct Downstream {
     settings: DownstreamSettings,

@@ -21,7 +21,7 @@ use super::spool::Spool;
 use super::{Io, Shared, rewrite};
 use crate::checks::{Phase, Refusal};
 use crate::envelope::{Envelope, new_queue_id, unix_now};
-use crate::quarantine::HoldRecord;
+use crate::quarantine::{Headline, HoldRecord};
 use crate::verdict::{Action, Symbol, Verdict};
 
 /// The session is over: the client quit or went away, or we closed after a 421.
@@ -310,7 +310,12 @@ impl Session {
                 .cloned()
                 .chain(outcome.symbols)
                 .collect(),
-            mail_command: mail_command(&from, &conn.capabilities),
+            mail_command: relay::mail_command(
+                &from.address,
+                from.flags & MAIL_BODY_8BITMIME != 0,
+                from.flags & MAIL_SMTPUTF8 != 0,
+                &conn.capabilities,
+            ),
             sender: SenderState::Pending,
             downstream: Some(conn),
             started: Instant::now(),
@@ -567,14 +572,14 @@ impl Session {
                     envelope,
                     verdict: &verdict,
                 };
-                let held = match spool.reader(0).await {
-                    Ok(mut body) => {
+                let held = match read_spool(received.as_bytes(), spool).await {
+                    Ok(raw) => {
                         self.shared
                             .quarantine
-                            .hold(&record, received.as_bytes(), &mut body)
+                            .hold(&record, &Headline::of(&message), raw)
                             .await
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 match held {
                     Ok(_) => Reply::new(
@@ -583,7 +588,10 @@ impl Session {
                         format!("Ok: queued as {}", envelope.queue_id),
                     ),
                     Err(error) => {
-                        tracing::error!(%error, dir = %self.shared.quarantine.dir().display(), "cannot write quarantine");
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "cannot write to the quarantine store"
+                        );
                         Reply::new(451, (4, 3, 0), "Local problem, try again later")
                     }
                 }
@@ -816,16 +824,13 @@ struct ReceivedData {
     spool: Spool,
 }
 
-/// The MAIL command for the downstream, with the parameters it can take.
-fn mail_command(from: &smtp_proto::MailFrom<String>, caps: &relay::Capabilities) -> String {
-    let mut line = format!("MAIL FROM:<{}>", from.address);
-    if from.flags & MAIL_BODY_8BITMIME != 0 && caps.eight_bit_mime {
-        line.push_str(" BODY=8BITMIME");
-    }
-    if from.flags & MAIL_SMTPUTF8 != 0 && caps.smtputf8 {
-        line.push_str(" SMTPUTF8");
-    }
-    line
+/// The message as it would have been relayed: Kala's Received line, then what was sent.
+async fn read_spool(received: &[u8], spool: &Spool) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::with_capacity(received.len() + spool.len());
+    raw.extend_from_slice(received);
+    spool.reader(0).await?.read_to_end(&mut raw).await?;
+    Ok(raw)
 }
 
 fn downstream_unavailable() -> Reply {

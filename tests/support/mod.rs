@@ -270,15 +270,42 @@ impl Kala {
         Client::connect(self.addr).await
     }
 
-    pub fn quarantined(&self) -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(self.data_dir.path().join("quarantine"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        files
+    /// Every message in the quarantine store, oldest first: what Kala held, read back through
+    /// the library on the same database.
+    pub async fn quarantined(&self) -> Vec<HeldCopy> {
+        let url = kala::store::Store::sqlite_url(self.data_dir.path());
+        let store = kala::store::Store::open(&url).await.unwrap();
+        let quarantine =
+            kala::quarantine::Quarantine::new(store, kala::quarantine::Retention::default());
+        let filter = kala::quarantine::Filter {
+            state: None,
+            sort: kala::quarantine::Sort::Oldest,
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut held = Vec::new();
+        for summary in quarantine.list(&filter).await.unwrap().messages {
+            held.push(HeldCopy {
+                raw: quarantine
+                    .raw(&summary.id)
+                    .await
+                    .unwrap()
+                    .unwrap_or_default(),
+                record: quarantine.record(&summary.id).await.unwrap().unwrap(),
+                id: summary.id,
+            });
+        }
+        held
     }
+}
+
+/// A quarantined message as the store keeps it.
+pub struct HeldCopy {
+    pub id: String,
+    /// The message exactly as it would have been relayed.
+    pub raw: Vec<u8>,
+    /// Envelope and verdict, as JSON.
+    pub record: serde_json::Value,
 }
 
 /// A deliberately plain SMTP client: writes what it is told, returns replies verbatim.

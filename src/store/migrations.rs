@@ -1,0 +1,105 @@
+//! The schema, as numbered steps applied at start-up.
+//!
+//! The version lives in `kala_schema`; each pending step runs in its own transaction with the
+//! version bump, so a crash mid-migration leaves the previous version intact. The SQL is
+//! written once for both databases; `{blob}` becomes each one's binary type.
+
+use super::{Dialect, Store};
+
+/// Each step's SQL; step N (1-based) brings the schema to version N.
+const STEPS: &[&str] = &[
+    // 1: the quarantine. Bodies sit in their own table so listing never reads them.
+    "CREATE TABLE quarantine (
+        id TEXT PRIMARY KEY,
+        received_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        category TEXT NOT NULL,
+        state TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        from_header TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        score DOUBLE PRECISION NOT NULL,
+        size BIGINT NOT NULL,
+        client_ip TEXT NOT NULL,
+        symbols TEXT NOT NULL,
+        record TEXT NOT NULL,
+        mark TEXT NOT NULL DEFAULT '',
+        changed_at BIGINT NOT NULL DEFAULT 0,
+        downstream_reply TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX quarantine_received ON quarantine (received_at);
+    CREATE INDEX quarantine_state_received ON quarantine (state, received_at);
+    CREATE INDEX quarantine_expires ON quarantine (expires_at);
+    CREATE INDEX quarantine_sender ON quarantine (sender);
+    CREATE TABLE quarantine_recipient (
+        held_id TEXT NOT NULL REFERENCES quarantine (id) ON DELETE CASCADE,
+        recipient TEXT NOT NULL
+    );
+    CREATE INDEX quarantine_recipient_held ON quarantine_recipient (held_id);
+    CREATE INDEX quarantine_recipient_address ON quarantine_recipient (recipient);
+    CREATE TABLE quarantine_symbol (
+        held_id TEXT NOT NULL REFERENCES quarantine (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        score DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX quarantine_symbol_held ON quarantine_symbol (held_id);
+    CREATE INDEX quarantine_symbol_name ON quarantine_symbol (name);
+    CREATE TABLE quarantine_raw (
+        held_id TEXT PRIMARY KEY REFERENCES quarantine (id) ON DELETE CASCADE,
+        raw {blob} NOT NULL
+    );",
+];
+
+/// The schema version this build expects.
+pub const CURRENT: i64 = STEPS.len() as i64;
+
+pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {
+    let pool = store.pool();
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS kala_schema (
+            version BIGINT NOT NULL,
+            checked_at BIGINT NOT NULL DEFAULT 0
+        )",
+    )
+    .execute(pool)
+    .await?;
+    let version: Option<(i64,)> = sqlx::query_as("SELECT version FROM kala_schema")
+        .fetch_optional(pool)
+        .await?;
+    let mut version = match version {
+        Some((v,)) => v,
+        None => {
+            sqlx::query("INSERT INTO kala_schema (version, checked_at) VALUES (0, 0)")
+                .execute(pool)
+                .await?;
+            0
+        }
+    };
+    if version > CURRENT {
+        anyhow::bail!(
+            "the store is at schema version {version}, newer than this Kala knows ({CURRENT}): \
+             run the Kala release that wrote it, or restore a backup"
+        );
+    }
+    let blob = match store.dialect() {
+        Dialect::Sqlite => "BLOB",
+        Dialect::Postgres => "BYTEA",
+    };
+    while version < CURRENT {
+        let sql = STEPS[version as usize].replace("{blob}", blob);
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE kala_schema SET version = $1")
+            .bind(version + 1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        version += 1;
+        tracing::info!(version, "store schema migrated");
+    }
+    Ok(())
+}

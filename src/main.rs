@@ -55,6 +55,106 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Review held messages on the server: the same store and actions as the web UI.
+    Quarantine {
+        #[arg(long, short, env = "KALA_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List held messages, newest first.
+    List {
+        #[command(flatten)]
+        filter: SearchArgs,
+        /// Print JSON (one object with `total` and `messages`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, every symbol with its score and description.
+    Show {
+        id: String,
+        /// Print the raw message instead (as it would be relayed).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release messages to the downstream (Exchange); each one's reply is printed.
+    Release {
+        /// Message ids; or none with --matching to release a whole search result.
+        ids: Vec<String>,
+        #[command(flatten)]
+        search: MatchingArgs,
+    },
+    /// Delete messages (their bodies go at once; the record stays until it expires).
+    Delete {
+        ids: Vec<String>,
+        #[command(flatten)]
+        search: MatchingArgs,
+    },
+    /// Record a reviewer's judgement, for the Bayes learner.
+    Mark {
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        #[arg(long)]
+        ham: bool,
+        ids: Vec<String>,
+        #[command(flatten)]
+        search: MatchingArgs,
+    },
+    /// Remove messages whose retention has ended (the gateway also does this hourly).
+    Purge,
+}
+
+/// Narrowing a list; every option is optional.
+#[derive(clap::Args, Clone)]
+struct SearchArgs {
+    /// spam, virus, banned or policy.
+    #[arg(long)]
+    category: Option<kala::quarantine::Category>,
+    /// held (default), released, deleted or all.
+    #[arg(long, default_value = "held")]
+    state: String,
+    /// Part of the envelope sender.
+    #[arg(long)]
+    sender: Option<String>,
+    /// Part of an envelope recipient.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Words that must all appear in the subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// A symbol the verdict must contain, e.g. VIRUS.
+    #[arg(long)]
+    symbol: Option<String>,
+    #[arg(long)]
+    min_score: Option<f64>,
+    #[arg(long)]
+    max_score: Option<f64>,
+    /// Only messages received within this long, e.g. 24h or 7d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// newest, oldest, score or lowest.
+    #[arg(long, default_value = "newest")]
+    sort: kala::quarantine::Sort,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+}
+
+/// Acting on a whole search result instead of listed ids.
+#[derive(clap::Args, Clone)]
+struct MatchingArgs {
+    /// Act on every message matching the search options (all pages).
+    #[arg(long)]
+    matching: bool,
+    #[command(flatten)]
+    filter: SearchArgs,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +202,7 @@ fn main() -> ExitCode {
         } => Settings::load(&file)
             .map(|s| println!("ok: {s}"))
             .map_err(Into::into),
+        Command::Quarantine { config, command } => quarantine(config.as_deref(), command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -341,4 +442,222 @@ fn rules_check(
         anyhow::bail!("{} errors in the rule files", set.errors.len());
     }
     Ok(())
+}
+
+fn quarantine(config: Option<&Path>, command: QuarantineCommand) -> anyhow::Result<()> {
+    use kala::quarantine::{Mark, Quarantine};
+    let settings = load_settings(config)?;
+    runtime()?.block_on(async move {
+        let store = kala::store::Store::open(&settings.store.url).await?;
+        let quarantine = Quarantine::new(store, settings.quarantine.retention);
+        match command {
+            QuarantineCommand::List { filter, json } => {
+                let page = quarantine.list(&filter.to_filter()?).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&page)?);
+                } else {
+                    print_list(&page);
+                }
+            }
+            QuarantineCommand::Show { id, raw, json } => {
+                if raw {
+                    let bytes = quarantine
+                        .raw(&id)
+                        .await?
+                        .with_context(|| format!("no stored message has the id {id}"))?;
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&bytes)?;
+                    return Ok(());
+                }
+                let held = quarantine
+                    .get(&id)
+                    .await?
+                    .with_context(|| format!("no quarantined message has the id {id}"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&held)?);
+                } else {
+                    print_held(&held);
+                }
+            }
+            QuarantineCommand::Release { ids, search } => {
+                let ids = selected(&quarantine, ids, &search).await?;
+                let downstream = kala::smtp::relay::Downstream::new(&settings.downstream)?;
+                let mut failed = 0;
+                for id in &ids {
+                    match quarantine.release(id, &downstream).await {
+                        Ok(r) if r.delivered => println!("{id}: released: {}", r.reply),
+                        Ok(r) => {
+                            failed += 1;
+                            println!("{id}: NOT released, still held: {}", r.reply);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            println!("{id}: NOT released: {e:#}");
+                        }
+                    }
+                }
+                if failed > 0 {
+                    anyhow::bail!("{failed} of {} messages were not released", ids.len());
+                }
+            }
+            QuarantineCommand::Delete { ids, search } => {
+                let ids = selected(&quarantine, ids, &search).await?;
+                for id in &ids {
+                    if quarantine.delete(id).await? {
+                        println!("{id}: deleted");
+                    } else {
+                        println!("{id}: nothing held under this id");
+                    }
+                }
+            }
+            QuarantineCommand::Mark {
+                spam,
+                ham: _,
+                ids,
+                search,
+            } => {
+                let mark = if spam { Mark::Spam } else { Mark::Ham };
+                for id in selected(&quarantine, ids, &search).await? {
+                    if quarantine.mark(&id, mark).await? {
+                        println!("{id}: marked {}", mark.as_str());
+                    } else {
+                        println!("{id}: no such message");
+                    }
+                }
+            }
+            QuarantineCommand::Purge => {
+                let purged = quarantine.purge_expired(kala::store::now()).await?;
+                println!("{purged} expired messages purged");
+            }
+        }
+        Ok(())
+    })
+}
+
+impl SearchArgs {
+    fn to_filter(&self) -> anyhow::Result<kala::quarantine::Filter> {
+        use kala::quarantine::State;
+        let state = match self.state.as_str() {
+            "held" => Some(State::Held),
+            "released" => Some(State::Released),
+            "deleted" => Some(State::Deleted),
+            "all" => None,
+            other => anyhow::bail!("--state {other}: use held, released, deleted or all"),
+        };
+        Ok(kala::quarantine::Filter {
+            state,
+            category: self.category,
+            since: self
+                .since
+                .map(|d| kala::store::now().saturating_sub(d.as_secs()) as i64),
+            until: None,
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            subject: self.subject.clone(),
+            min_score: self.min_score,
+            max_score: self.max_score,
+            symbol: self.symbol.clone(),
+            sort: self.sort,
+            limit: self.limit,
+            offset: self.offset,
+        })
+    }
+}
+
+/// The ids an action applies to: those given, or every message matching the search.
+async fn selected(
+    quarantine: &kala::quarantine::Quarantine,
+    ids: Vec<String>,
+    search: &MatchingArgs,
+) -> anyhow::Result<Vec<String>> {
+    match (ids.is_empty(), search.matching) {
+        (false, false) => Ok(ids),
+        (true, true) => {
+            let mut filter = search.filter.to_filter()?;
+            filter.limit = 1000;
+            filter.offset = 0;
+            let mut all = Vec::new();
+            loop {
+                let page = quarantine.list(&filter).await?;
+                let n = page.messages.len() as u32;
+                all.extend(page.messages.into_iter().map(|m| m.id));
+                if n < filter.limit {
+                    return Ok(all);
+                }
+                filter.offset += n;
+            }
+        }
+        (false, true) => anyhow::bail!("give message ids or --matching, not both"),
+        (true, false) => {
+            anyhow::bail!("give message ids, or --matching with search options for a bulk action")
+        }
+    }
+}
+
+fn when(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn print_list(page: &kala::quarantine::Page) {
+    println!(
+        "{:<20} {:<20} {:<7} {:>6}  {:<30} SUBJECT",
+        "ID", "RECEIVED (UTC)", "CATEGORY", "SCORE", "SENDER"
+    );
+    for m in &page.messages {
+        println!(
+            "{:<20} {:<20} {:<8} {:>6.2}  {:<30} {}",
+            m.id,
+            when(m.received_at),
+            m.category.as_str(),
+            m.score,
+            if m.sender.is_empty() { "<>" } else { &m.sender },
+            m.subject
+        );
+    }
+    println!("{} shown of {} matching", page.messages.len(), page.total);
+}
+
+fn print_held(held: &kala::quarantine::Held) {
+    let m = &held.summary;
+    println!("id:          {}", m.id);
+    println!("state:       {}", m.state.as_str());
+    println!("category:    {}", m.category.as_str());
+    println!("received:    {} from {}", when(m.received_at), m.client_ip);
+    println!("sender:      <{}>", m.sender);
+    println!("recipients:  {}", m.recipients.join(", "));
+    println!("From:        {}", held.from);
+    println!("Subject:     {}", m.subject);
+    println!("Message-ID:  {}", held.message_id);
+    println!("size:        {} bytes", m.size);
+    println!("expires:     {}", when(held.expires_at));
+    if !m.mark.is_empty() {
+        println!("marked:      {}", m.mark);
+    }
+    if !held.downstream_reply.is_empty() {
+        println!("downstream:  {}", held.downstream_reply);
+    }
+    println!(
+        "verdict:     {} (score {:.2}{})",
+        held.verdict.action,
+        held.verdict.score,
+        held.verdict
+            .forced_by
+            .as_deref()
+            .map(|s| format!(", forced by {s}"))
+            .unwrap_or_default()
+    );
+    for symbol in &held.verdict.symbols {
+        println!(
+            "  {:>7.2}  {:<32} {}{}",
+            symbol.score,
+            symbol.name,
+            symbol.description,
+            symbol
+                .detail
+                .as_deref()
+                .map(|d| format!(" [{d}]"))
+                .unwrap_or_default()
+        );
+    }
 }

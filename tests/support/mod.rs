@@ -210,6 +210,8 @@ pub struct Kala {
     pub server: Option<RunningServer>,
     pub addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
+    /// The store the gateway writes (SQLite in `data_dir` unless the test chose one).
+    pub store_url: String,
 }
 
 impl Kala {
@@ -257,12 +259,14 @@ impl Kala {
         }
         let settings =
             Settings::parse(&text, "test config").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let store_url = settings.store.url.clone();
         let server = kala::smtp::start(settings).await.unwrap();
         let addr = server.local_addrs[0];
         Kala {
             server: Some(server),
             addr,
             data_dir,
+            store_url,
         }
     }
 
@@ -273,8 +277,7 @@ impl Kala {
     /// Every message in the quarantine store, oldest first: what Kala held, read back through
     /// the library on the same database.
     pub async fn quarantined(&self) -> Vec<HeldCopy> {
-        let url = kala::store::Store::sqlite_url(self.data_dir.path());
-        let store = kala::store::Store::open(&url).await.unwrap();
+        let store = kala::store::Store::open(&self.store_url).await.unwrap();
         let quarantine =
             kala::quarantine::Quarantine::new(store, kala::quarantine::Retention::default());
         let filter = kala::quarantine::Filter {

@@ -27,7 +27,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 pub use self::release::Released;
 use crate::envelope::Envelope;
-use crate::store::{Store, now};
+use crate::store::{Dialect, Store, now};
 use crate::verdict::{Symbol, Verdict};
 
 /// What is kept beside each held message, as JSON.
@@ -418,20 +418,27 @@ impl Quarantine {
             let p = next(Bind::Int(until), &mut binds);
             clauses.push(format!("received_at < {p}"));
         }
+        // Case-insensitive substring search. SQLite's LIKE already ignores (ASCII) case;
+        // PostgreSQL's needs ILIKE. Neither lower-cases each row, so no index is defeated
+        // that a substring search could have used anyway.
+        let like = match self.store.dialect() {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        };
         if let Some(sender) = filter.sender.as_deref().filter(|s| !s.is_empty()) {
             let p = next(Bind::Text(like_pattern(sender)), &mut binds);
-            clauses.push(format!("LOWER(sender) LIKE {p} ESCAPE '\\'"));
+            clauses.push(format!("sender {like} {p} ESCAPE '\\'"));
         }
         if let Some(recipient) = filter.recipient.as_deref().filter(|s| !s.is_empty()) {
             let p = next(Bind::Text(like_pattern(recipient)), &mut binds);
             clauses.push(format!(
-                "id IN (SELECT held_id FROM quarantine_recipient WHERE recipient LIKE {p} ESCAPE '\\')"
+                "id IN (SELECT held_id FROM quarantine_recipient WHERE recipient {like} {p} ESCAPE '\\')"
             ));
         }
         if let Some(subject) = filter.subject.as_deref() {
             for word in subject.split_whitespace() {
                 let p = next(Bind::Text(like_pattern(word)), &mut binds);
-                clauses.push(format!("LOWER(subject) LIKE {p} ESCAPE '\\'"));
+                clauses.push(format!("subject {like} {p} ESCAPE '\\'"));
             }
         }
         if let Some(min) = filter.min_score {
@@ -640,11 +647,11 @@ impl Bind {
     }
 }
 
-/// `%text%` for LIKE, lower-cased, with LIKE's own wildcards escaped.
+/// `%text%` for LIKE, with LIKE's own wildcards escaped.
 fn like_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
-    for c in text.to_lowercase().chars() {
+    for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }

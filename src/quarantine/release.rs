@@ -84,23 +84,56 @@ async fn deliver(
     downstream: &Downstream,
     sender: &str,
     recipients: &[String],
-    (body_8bitmime, smtputf8): (bool, bool),
+    flags: (bool, bool),
     raw: &[u8],
 ) -> Delivery {
-    let failed = |reply: String| Delivery {
-        delivered: false,
-        reply,
-        refused: Vec::new(),
-    };
-    // A connection of its own: a release is rare, and must not inherit a pooled
-    // connection's half-finished state.
-    let mut conn = match downstream.connect().await {
+    // A pooled connection, so a bulk release does not pay a connection and EHLO per message.
+    let conn = match downstream.checkout().await {
         Ok(conn) => conn,
-        Err(error) => return failed(error.to_string()),
+        Err(error) => return Delivery::failed(error.to_string()),
     };
+    match attempt(downstream, conn, sender, recipients, flags, raw).await {
+        // The downstream closed the pooled connection meanwhile; nothing was sent yet.
+        Attempt::Stale => match downstream.connect().await {
+            Ok(conn) => match attempt(downstream, conn, sender, recipients, flags, raw).await {
+                Attempt::Done(delivery) => delivery,
+                Attempt::Stale => Delivery::failed("downstream closed the connection".into()),
+            },
+            Err(error) => Delivery::failed(error.to_string()),
+        },
+        Attempt::Done(delivery) => delivery,
+    }
+}
+
+enum Attempt {
+    Done(Delivery),
+    /// A pooled connection failed at its first command: try a new one.
+    Stale,
+}
+
+impl Delivery {
+    fn failed(reply: String) -> Delivery {
+        Delivery {
+            delivered: false,
+            reply,
+            refused: Vec::new(),
+        }
+    }
+}
+
+async fn attempt(
+    downstream: &Downstream,
+    mut conn: relay::Connection,
+    sender: &str,
+    recipients: &[String],
+    (body_8bitmime, smtputf8): (bool, bool),
+    raw: &[u8],
+) -> Attempt {
+    let failed = |reply: String| Attempt::Done(Delivery::failed(reply));
     let mail = relay::mail_command(sender, body_8bitmime, smtputf8, &conn.capabilities);
     let reply = match conn.command(&mail).await {
         Ok(reply) => reply,
+        Err(_) if conn.reused => return Attempt::Stale,
         Err(error) => return failed(error.to_string()),
     };
     if !reply.is_positive() {
@@ -122,11 +155,11 @@ async fn deliver(
             .first()
             .map(|(_, r)| r.clone())
             .unwrap_or_else(|| "no recipients".into());
-        return Delivery {
+        return Attempt::Done(Delivery {
             delivered: false,
             reply,
             refused,
-        };
+        });
     }
     let reply = match conn
         .data(&[], crate::smtp::spool::SpoolReader::Memory(raw))
@@ -137,9 +170,9 @@ async fn deliver(
     };
     let delivered = reply.is_positive();
     downstream.finish(conn).await;
-    Delivery {
+    Attempt::Done(Delivery {
         delivered,
         reply: reply.to_string(),
         refused,
-    }
+    })
 }

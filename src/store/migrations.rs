@@ -29,10 +29,10 @@ const STEPS: &[&str] = &[
         changed_at BIGINT NOT NULL DEFAULT 0,
         downstream_reply TEXT NOT NULL DEFAULT ''
     );
-    CREATE INDEX quarantine_received ON quarantine (received_at);
     CREATE INDEX quarantine_state_received ON quarantine (state, received_at);
+    CREATE INDEX quarantine_state_category ON quarantine (state, category, received_at);
+    CREATE INDEX quarantine_state_score ON quarantine (state, score);
     CREATE INDEX quarantine_expires ON quarantine (expires_at);
-    CREATE INDEX quarantine_sender ON quarantine (sender);
     CREATE TABLE quarantine_recipient (
         held_id TEXT NOT NULL REFERENCES quarantine (id) ON DELETE CASCADE,
         recipient TEXT NOT NULL

@@ -90,7 +90,12 @@ impl Postgres {
             .expect("postgres starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Listening is not ready: until recovery ends it answers "starting up".
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
                 break;
             }
             assert!(

@@ -6,7 +6,6 @@
 //! the quarantine; KALA_BENCH_STORE=postgres://... runs it on PostgreSQL instead of SQLite.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -40,6 +40,14 @@ struct RawConfig {
     attachments: RawAttachments,
     store: RawStore,
     quarantine: RawQuarantine,
+    web: RawWeb,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +255,15 @@ pub struct Settings {
     pub attachments: AttachmentSettings,
     pub store: StoreSettings,
     pub quarantine: QuarantineSettings,
+    pub web: WebSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub enabled: bool,
+    /// The review UI's address; loopback by default (put a TLS proxy or an SSH tunnel in front
+    /// to reach it from elsewhere).
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -762,9 +779,20 @@ impl Settings {
                 "must be at least 1s".into(),
             ));
         }
+        let web_listen = raw.web.listen.unwrap_or_else(|| "127.0.0.1:8025".into());
+        let web = WebSettings {
+            enabled: raw.web.enabled.unwrap_or(true),
+            listen: web_listen.parse().map_err(|_| {
+                fail(
+                    "web.listen",
+                    format!("`{web_listen}` is not an address such as 127.0.0.1:8025"),
+                )
+            })?,
+        };
         Ok(Settings {
             source: file.to_string(),
             data_dir,
+            web,
             store,
             quarantine: QuarantineSettings {
                 retention,

@@ -17,6 +17,7 @@ pub mod rules;
 pub mod smtp;
 pub mod store;
 pub mod verdict;
+pub mod web;
 
 /// Installs the process-wide TLS crypto provider (ring). Safe to call more than once.
 ///

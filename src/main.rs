@@ -55,12 +55,39 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Accounts of the review UI and the API.
+    User {
+        #[arg(long, short, env = "KALA_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Review held messages on the server: the same store and actions as the web UI.
     Quarantine {
         #[arg(long, short, env = "KALA_CONFIG", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. The password is asked for (twice) on a terminal, or read from the
+    /// first line of standard input: `kala user add --role admin ana < password-file`.
+    Add {
+        name: String,
+        /// admin (everything), reviewer (quarantine actions) or auditor (read-only).
+        #[arg(long)]
+        role: kala::web::auth::Role,
+    },
+    /// List accounts and their roles.
+    List,
+    /// Create an API token for a user (printed once; only its digest is stored).
+    Token {
+        name: String,
+        #[arg(long, default_value = "")]
+        label: String,
     },
 }
 
@@ -203,6 +230,7 @@ fn main() -> ExitCode {
             .map(|s| println!("ok: {s}"))
             .map_err(Into::into),
         Command::Quarantine { config, command } => quarantine(config.as_deref(), command),
+        Command::User { config, command } => user(config.as_deref(), command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -271,8 +299,24 @@ fn serve(config: Option<&Path>) -> anyhow::Result<()> {
         for addr in &server.local_addrs {
             tracing::info!(%addr, "listening for SMTP");
         }
+        let web = if server.shared.settings.web.enabled {
+            let web = kala::web::start(server.shared.clone()).await?;
+            tracing::info!(addr = %web.local_addr, "review UI listening (http)");
+            let accounts = kala::web::auth::Accounts::new(server.shared.quarantine.store().clone());
+            if accounts.list().await?.is_empty() {
+                tracing::warn!(
+                    "no UI accounts yet: create the first with `kala user add --role admin NAME`"
+                );
+            }
+            Some(web)
+        } else {
+            None
+        };
         stop.await?;
         tracing::info!("shutting down: no new transactions, waiting for those in flight");
+        if let Some(web) = web {
+            web.stop();
+        }
         let left = server.shutdown().await;
         if left > 0 {
             tracing::warn!(
@@ -659,5 +703,97 @@ fn print_held(held: &kala::quarantine::Held) {
                 .map(|d| format!(" [{d}]"))
                 .unwrap_or_default()
         );
+    }
+}
+
+fn user(config: Option<&Path>, command: UserCommand) -> anyhow::Result<()> {
+    use kala::web::auth::Accounts;
+    let settings = load_settings(config)?;
+    runtime()?.block_on(async move {
+        let store = kala::store::Store::open(&settings.store.url).await?;
+        let accounts = Accounts::new(store.clone());
+        let actor = format!(
+            "cli:{}",
+            std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".into())
+        );
+        match command {
+            UserCommand::Add { name, role } => {
+                let password = read_password()?;
+                accounts.add(&name, &password, role).await?;
+                store
+                    .audit(&actor, "", "user-add", &name, role.as_str())
+                    .await?;
+                println!("user {name} created with role {}", role.as_str());
+            }
+            UserCommand::List => {
+                for user in accounts.list().await? {
+                    println!("{:<24} {}", user.name, user.role.as_str());
+                }
+            }
+            UserCommand::Token { name, label } => {
+                let token = accounts.add_token(&name, &label).await?;
+                store.audit(&actor, "", "token-add", &name, &label).await?;
+                println!("{token}");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The new password: asked twice without echo on a terminal, else the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let ask = |prompt: &str| -> anyhow::Result<String> {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let echo = EchoOff::new();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        drop(echo);
+        eprintln!();
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let first = ask("Password: ")?;
+    if ask("Again: ")? != first {
+        anyhow::bail!("the two passwords differ; nothing was created");
+    }
+    Ok(first)
+}
+
+/// Terminal echo off while it lives (a password prompt).
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a zeroed termios they fill in.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut term) != 0 {
+                return EchoOff(None);
+            }
+            let saved = term;
+            term.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &term);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &saved);
+            }
+        }
     }
 }

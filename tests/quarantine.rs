@@ -187,3 +187,56 @@ async fn an_unwritable_store_gives_451_and_nothing_is_lost() {
     );
     assert!(sink.deliveries().is_empty());
 }
+
+#[test]
+fn the_first_admin_is_made_from_the_command_line_never_with_a_default_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", dir.path().display().to_string()),
+    )
+    .unwrap();
+    let user = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kala"))
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = user(&["list"], "");
+    assert!(
+        ok && out.trim().is_empty(),
+        "no account exists at first: {out}"
+    );
+    let (ok, out) = user(&["add", "--role", "admin", "ana"], "short\n");
+    assert!(!ok && out.contains("at least 10 characters"), "{out}");
+    let (ok, out) = user(&["add", "--role", "admin", "ana"], "a long passphrase\n");
+    assert!(ok, "{out}");
+    let (ok, out) = user(&["add", "--role", "admin", "ana"], "a long passphrase\n");
+    assert!(!ok && out.contains("exists already"), "{out}");
+    let (ok, out) = user(&["add", "--role", "boss", "bob"], "a long passphrase\n");
+    assert!(!ok && out.contains("not a role"), "{out}");
+    let (ok, out) = user(&["list"], "");
+    assert!(ok && out.contains("ana") && out.contains("admin"), "{out}");
+    let (ok, out) = user(&["token", "ana", "--label", "backup script"], "");
+    assert!(ok && out.trim().len() == 64, "a 256-bit token: {out}");
+}

@@ -2,7 +2,8 @@
 //!
 //! The version lives in `kala_schema`; each pending step runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the previous version intact. The SQL is
-//! written once for both databases; `{blob}` becomes each one's binary type.
+//! written once for both databases; `{blob}` and `{serial}` become each one's binary type and
+//! auto-numbered key.
 
 use super::{Dialect, Store};
 
@@ -50,6 +51,39 @@ const STEPS: &[&str] = &[
         held_id TEXT PRIMARY KEY REFERENCES quarantine (id) ON DELETE CASCADE,
         raw {blob} NOT NULL
     );",
+    // 2: the review UI's accounts, sessions and API tokens, and the audit log.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        language TEXT NOT NULL DEFAULT '',
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        ip TEXT NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_name);
+    CREATE TABLE api_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id {serial},
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log (at);",
 ];
 
 /// The schema version this build expects.
@@ -83,12 +117,14 @@ pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {
              run the Kala release that wrote it, or restore a backup"
         );
     }
-    let blob = match store.dialect() {
-        Dialect::Sqlite => "BLOB",
-        Dialect::Postgres => "BYTEA",
+    let (blob, serial) = match store.dialect() {
+        Dialect::Sqlite => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+        Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY"),
     };
     while version < CURRENT {
-        let sql = STEPS[version as usize].replace("{blob}", blob);
+        let sql = STEPS[version as usize]
+            .replace("{blob}", blob)
+            .replace("{serial}", serial);
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)

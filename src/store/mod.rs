@@ -5,6 +5,7 @@
 //! there is one implementation to test, not two. Only column types differ (a blob is `BLOB` in
 //! SQLite, `BYTEA` in PostgreSQL): [`migrations`] fills them in per [`Dialect`].
 
+pub mod audit;
 mod migrations;
 
 use std::path::Path;

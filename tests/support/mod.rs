@@ -2,6 +2,8 @@
 //! sockets, and a small SMTP client that shows every reply.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -236,6 +238,11 @@ impl Kala {
             .entry("downstream")
             .or_default()
             .push("connect_timeout = \"2s\"".into());
+        // The review UI is started by the tests that want it (Kala::start_web).
+        sections
+            .entry("web")
+            .or_default()
+            .push("listen = \"127.0.0.1:0\"".into());
         // The SMTP tests are not about rules: none loaded, unless a test asks for them.
         if !settings.iter().any(|(section, _)| *section == "rules") {
             sections
@@ -268,6 +275,25 @@ impl Kala {
             data_dir,
             store_url,
         }
+    }
+
+    /// Starts the review UI on a free loopback port; returns its address.
+    pub async fn start_web(&self) -> SocketAddr {
+        let shared = self.server.as_ref().unwrap().shared.clone();
+        let web = kala::web::start(shared).await.unwrap();
+        let addr = web.local_addr;
+        // Runs until the test process ends.
+        std::mem::forget(web);
+        addr
+    }
+
+    /// Creates a UI account on the gateway's store.
+    pub async fn add_user(&self, name: &str, password: &str, role: &str) {
+        let store = kala::store::Store::open(&self.store_url).await.unwrap();
+        kala::web::auth::Accounts::new(store)
+            .add(name, password, role.parse().unwrap())
+            .await
+            .unwrap();
     }
 
     pub async fn client(&self) -> Client<TcpStream> {

@@ -4,6 +4,7 @@
 //! [`checks`] emit symbols, [`verdict`] turns them into an action, and [`smtp::relay`] or
 //! [`quarantine`] carries it out. [`config`] turns the TOML file into validated settings.
 
+pub mod activity;
 pub mod antivirus;
 pub mod attachments;
 pub mod checks;

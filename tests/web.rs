@@ -402,3 +402,34 @@ async fn the_json_api_takes_tokens_and_respects_roles() {
     assert_eq!(released["delivered"], true);
     assert_eq!(s.sink.wait_for(1).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_counts_the_last_day_and_checks_the_peers() {
+    let s = setup().await;
+    let mut browser = logged_in(s.web, "audra").await;
+    let page = browser.get("/dashboard").await;
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    let row = |label: &str| {
+        let at = body
+            .find(label)
+            .unwrap_or_else(|| panic!("{label} missing: {body}"));
+        body[at..(at + 120).min(body.len())].to_string()
+    };
+    assert!(
+        row("<td>Quarantined</td>").contains(">2<"),
+        "{}",
+        row("<td>Quarantined</td>")
+    );
+    assert!(row("KALA_MISSING_DATE").contains(">2<"));
+    assert!(row("<td>Spam</td>").contains(">2<"), "held spam");
+    assert!(row("Mail server (downstream)").contains("answering"));
+    assert!(row("ClamAV (clamd)").contains("disabled in the configuration"));
+    s.sink.stop().await;
+    let page = browser.get("/dashboard").await;
+    assert!(
+        page.body.contains("NOT answering"),
+        "the downstream gone is shown: {}",
+        page.body
+    );
+}

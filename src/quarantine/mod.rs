@@ -487,6 +487,27 @@ impl Quarantine {
         Ok(Page { total, messages })
     }
 
+    /// Held messages per category: how many, and their bytes (uncompressed).
+    pub async fn held_by_category(&self) -> anyhow::Result<Vec<(Category, i64, i64)>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT category, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM quarantine \
+             WHERE state = 'held' GROUP BY category",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(Category::ALL
+            .into_iter()
+            .map(|category| {
+                let (n, bytes) = rows
+                    .iter()
+                    .find(|(c, _, _)| c == category.as_str())
+                    .map(|(_, n, b)| (*n, *b))
+                    .unwrap_or((0, 0));
+                (category, n, bytes)
+            })
+            .collect())
+    }
+
     /// One message's details (not its body), or `None` if there is no such id.
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Held>> {
         let sql = format!(

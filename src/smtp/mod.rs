@@ -33,6 +33,8 @@ pub struct Shared {
     pub pipeline: Pipeline,
     pub downstream: relay::Downstream,
     pub quarantine: Quarantine,
+    /// Per-hour counts for the dashboard.
+    pub activity: crate::activity::Activity,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Where spools larger than `smtp.memory_spool_size` go.
     pub tmp_dir: PathBuf,
@@ -61,6 +63,7 @@ impl Shared {
             pipeline: Pipeline::new(&settings),
             downstream: relay::Downstream::new(&settings.downstream)?,
             quarantine,
+            activity: Default::default(),
             tls,
             tmp_dir,
             settings,

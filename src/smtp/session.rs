@@ -614,6 +614,15 @@ impl Session {
             &reply,
             tx.started,
         );
+        // What the sender saw decides: a hold that failed was a tempfail.
+        let outcome = match reply.code {
+            400..=499 => Action::Tempfail,
+            500..=599 => Action::Reject,
+            _ => verdict.action,
+        };
+        self.shared
+            .activity
+            .record(outcome, Some(&verdict), crate::store::now());
         reply
     }
 

@@ -54,7 +54,8 @@ impl Web {
 /// The whole UI and API.
 pub fn router(web: Arc<Web>) -> Router {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/quarantine") }))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/dashboard", get(pages::dashboard))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/language", post(pages::set_language))

@@ -250,7 +250,7 @@ pub async fn set_language(State(web): State<Arc<Web>>, viewer: Viewer, body: Byt
         .set_language(&viewer.session.user.name, lang)
         .await
     {
-        Ok(()) => Redirect::to("/quarantine").into_response(),
+        Ok(()) => Redirect::to("/dashboard").into_response(),
         Err(error) => internal_error(error, viewer.texts),
     }
 }
@@ -956,6 +956,82 @@ pub async fn html_view(
         html,
     )
         .into_response()
+}
+
+// --- dashboard ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    t: Texts,
+    nav: Option<Nav>,
+    languages: Languages,
+    actions: Vec<(&'static str, u64)>,
+    symbols: Vec<(String, u64)>,
+    held: Vec<(&'static str, i64, i64)>,
+    clamd: &'static str,
+    downstream: &'static str,
+}
+
+fn action_key(action: crate::verdict::Action) -> &'static str {
+    use crate::verdict::Action;
+    match action {
+        Action::Accept => "action.accept",
+        Action::Tag => "action.tag",
+        Action::Quarantine => "action.quarantine",
+        Action::Tempfail => "action.tempfail",
+        Action::Reject => "action.reject",
+    }
+}
+
+/// How long the dashboard waits for clamd and the downstream before calling them down.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+pub async fn dashboard(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
+    use crate::antivirus::Scanner as _;
+    let shared = &web.shared;
+    let day = shared.activity.last_day(now(), 10);
+    let held = match shared.quarantine.held_by_category().await {
+        Ok(held) => held,
+        Err(error) => return internal_error(error, viewer.texts),
+    };
+    let clamd = async {
+        if !shared.settings.antivirus.enabled {
+            return "dash.disabled";
+        }
+        let clamd = crate::antivirus::Clamd::from_settings(&shared.settings.antivirus);
+        match tokio::time::timeout(HEALTH_TIMEOUT, clamd.ping()).await {
+            Ok(Ok(())) => "dash.ok",
+            _ => "dash.down",
+        }
+    };
+    let downstream = async {
+        match tokio::time::timeout(HEALTH_TIMEOUT, shared.downstream.connect()).await {
+            Ok(Ok(conn)) => {
+                shared.downstream.finish(conn).await;
+                "dash.ok"
+            }
+            _ => "dash.down",
+        }
+    };
+    let (clamd, downstream) = tokio::join!(clamd, downstream);
+    render(DashboardPage {
+        t: viewer.texts,
+        nav: Nav::of(&viewer),
+        languages: &LANGUAGES,
+        actions: day
+            .actions
+            .iter()
+            .map(|(action, n)| (action_key(*action), *n))
+            .collect(),
+        symbols: day.top_symbols,
+        held: held
+            .into_iter()
+            .map(|(c, n, bytes)| (category_key(c), n, bytes))
+            .collect(),
+        clamd,
+        downstream,
+    })
 }
 
 // --- audit log ---------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ pub struct Sink {
     pub deliveries: Arc<Mutex<Vec<Delivery>>>,
     /// Connections accepted so far (to see connection reuse).
     pub connections: Arc<Mutex<usize>>,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Sink {
@@ -75,7 +76,7 @@ impl Sink {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
         let (d, c) = (deliveries.clone(), connections.clone());
-        tokio::spawn(async move {
+        let accepting = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
@@ -89,6 +90,15 @@ impl Sink {
             addr,
             deliveries,
             connections,
+            accepting,
+        }
+    }
+
+    /// Stops listening (the downstream goes away); sessions in progress finish.
+    pub async fn stop(&self) {
+        self.accepting.abort();
+        while !self.accepting.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -358,6 +358,12 @@ async fn a_hostile_message_is_shown_inert() {
         "{csp}"
     );
     assert!(!csp.contains("http"), "{csp}");
+    assert!(
+        !html.body.contains("tracker.example") && !html.body.contains("<script"),
+        "the HTML itself is cleaned: {}",
+        html.body
+    );
+    assert!(html.body.contains("win"), "the text stays");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -919,6 +919,19 @@ pub async fn download(
         .into_response()
 }
 
+/// A message's HTML with nothing that runs or fetches: no scripts, styles, frames or forms,
+/// and no URL a browser would load (only `cid:` references survive, and they load nothing
+/// here). The sandbox and the CSP below are the second and third lines: even a preconnect
+/// to a remote host leaks that someone read the message.
+fn clean_html(html: &str) -> String {
+    ammonia::Builder::default()
+        .url_schemes(std::iter::once("cid").collect())
+        .url_relative(ammonia::UrlRelative::Deny)
+        .link_rel(Some("noopener noreferrer"))
+        .clean(html)
+        .to_string()
+}
+
 /// The HTML part, for the sandboxed frame: its own policy forbids scripts and every remote
 /// load, whoever opens it and however.
 pub async fn html_view(
@@ -942,7 +955,7 @@ pub async fn html_view(
     let html = message
         .html_parts
         .first()
-        .map(|h| cut(&h.html, SHOWN_TEXT))
+        .map(|h| clean_html(&cut(&h.html, SHOWN_TEXT)))
         .unwrap_or_default();
     (
         [

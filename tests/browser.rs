@@ -1,0 +1,207 @@
+//! The review UI in a real browser (Debian's headless Chromium): log in, filter the list,
+//! open a message, release it (the downstream receives it byte for byte), switch to
+//! Albanian; and a hostile message that runs no script and loads nothing remote.
+
+mod support;
+mod support_browser;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fantoccini::Locator;
+use support::{Kala, Sink};
+use support_browser::Browser;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A web server standing for every remote resource a hostile message points at: it counts
+/// the connections it gets (there must be none).
+async fn tracker() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt as _;
+                let mut first = vec![0u8; 200];
+                let n = stream.read(&mut first).await.unwrap_or(0);
+                eprintln!("remote request: {:?}", String::from_utf8_lossy(&first[..n]));
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn review_in_a_real_browser() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(
+        sink.addr,
+        &[("policy", "tag_score = 0.5\nquarantine_score = 1.0")],
+    )
+    .await;
+    let (remote, remote_hits) = tracker().await;
+    let plain = b"From: Ana <ana@sender.example>\r\nTo: it@prokuroria.example\r\nSubject: Invoice March\r\nMessage-ID: <1@sender.example>\r\n\r\nPlease find the invoice.\r\n".to_vec();
+    let other = b"From: Bob <bob@sender.example>\r\nTo: it@prokuroria.example\r\nSubject: Weekly report\r\nMessage-ID: <3@sender.example>\r\n\r\nNumbers.\r\n".to_vec();
+    let hostile = format!(
+        "From: Evil <evil@attacker.example>\r\nTo: it@prokuroria.example\r\nSubject: Prize <img src=x onerror=alert(1)>\r\nMessage-ID: <2@attacker.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nClick <script>alert('text')</script> now\r\n--B\r\nContent-Type: text/html\r\n\r\n<html><head><link rel=stylesheet href=\"http://{remote}/s.css\"></head><body onload=\"alert('onload')\"><script>alert('html'); fetch('http://{remote}/x')</script><img src=\"http://{remote}/p.gif\"><a href=\"javascript:alert(1)\">win</a><iframe src=\"http://{remote}/frame\"></iframe><div style=\"background:url(http://{remote}/bg.png)\">x</div></body></html>\r\n--B--\r\n"
+    )
+    .into_bytes();
+    for message in [&plain, &other, &hostile] {
+        let reply = kala
+            .client()
+            .await
+            .send_mail("ana@sender.example", &["it@prokuroria.example"], message)
+            .await;
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    let held = kala.quarantined().await;
+    kala.add_user("rita", PASSWORD, "reviewer").await;
+    let web = kala.start_web().await;
+    let base = format!("http://{web}");
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/quarantine")).await.unwrap();
+    // No session: the login page.
+    c.find(Locator::Id("login-user"))
+        .await
+        .unwrap()
+        .send_keys("rita")
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let count = c.wait().for_element(Locator::Id("count")).await.unwrap();
+    assert_eq!(count.text().await.unwrap(), "3 shown of 3 matching");
+
+    // Filter by subject words.
+    c.find(Locator::Id("filter-subject"))
+        .await
+        .unwrap()
+        .send_keys("invoice")
+        .await
+        .unwrap();
+    c.find(Locator::Id("filter-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = c
+            .find(Locator::Id("count"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if count == "1 shown of 1 matching" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filter did not apply: {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Open it and release it.
+    c.find(Locator::LinkText("Invoice March"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let symbols = c.wait().for_element(Locator::Id("symbols")).await.unwrap();
+    assert!(symbols.text().await.unwrap().contains("KALA_MISSING_DATE"));
+    c.find(Locator::Id("release"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let result = c.wait().for_element(Locator::Id("result")).await.unwrap();
+    assert!(
+        result
+            .text()
+            .await
+            .unwrap()
+            .starts_with("Released: the mail server answered 250"),
+        "{}",
+        result.text().await.unwrap()
+    );
+    let delivered = sink.wait_for(1).await;
+    let invoice = held.iter().find(|h| h.raw.ends_with(&plain)).unwrap();
+    assert_eq!(
+        delivered[0].data, invoice.raw,
+        "the downstream got the held bytes exactly"
+    );
+
+    // The hostile message: shown, nothing runs, nothing remote loads, even with the HTML
+    // view opened.
+    let hostile_id = &held.iter().find(|h| h.raw.ends_with(&hostile)).unwrap().id;
+    c.goto(&format!("{base}/quarantine/{hostile_id}"))
+        .await
+        .unwrap();
+    let body = c.wait().for_element(Locator::Id("body")).await.unwrap();
+    assert!(
+        body.text()
+            .await
+            .unwrap()
+            .contains("<script>alert('text')</script>")
+    );
+    c.find(Locator::Css("details summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        c.get_alert_text().await.is_err(),
+        "a script from the message ran"
+    );
+    assert_eq!(
+        remote_hits.load(Ordering::SeqCst),
+        0,
+        "the browser loaded something remote"
+    );
+
+    // Albanian, chosen in the page.
+    c.goto(&format!("{base}/quarantine")).await.unwrap();
+    c.find(Locator::Css("select[name=lang]"))
+        .await
+        .unwrap()
+        .select_by_value("sq")
+        .await
+        .unwrap();
+    c.find(Locator::Id("set-language"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/quarantine")).await.unwrap();
+    let heading = c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    assert_eq!(heading.text().await.unwrap(), "Mesazhet e mbajtura");
+    let html = c.source().await.unwrap();
+    assert!(html.contains("lang=\"sq\""));
+
+    browser.client.clone().close().await.unwrap();
+}

@@ -439,3 +439,82 @@ async fn the_dashboard_counts_the_last_day_and_checks_the_peers() {
         page.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn block_and_allow_lists_made_in_the_quarantine_apply_to_the_next_messages() {
+    let s = setup().await;
+    let mut browser = logged_in(s.web, "rita").await;
+    // ana@sender.example sent the first held message: block her address.
+    let page = browser.get(&format!("/quarantine/{}", s.ids[0])).await;
+    let r = browser
+        .post(
+            &format!("/quarantine/{}", s.ids[0]),
+            &[("csrf", &page.csrf()), ("action", "block-address")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = browser.get(r.header("location").unwrap()).await;
+    assert!(page.body.contains("Added to the list"), "{}", page.body);
+    let undated = b"From: a@sender.example\r\nSubject: again\r\n\r\nbody\r\n";
+    let reply = s
+        .kala
+        .client()
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], undated)
+        .await;
+    assert!(
+        reply.starts_with("550") && reply.contains("KALA_SENDER_BLOCKED"),
+        "{reply}"
+    );
+
+    // The hostile message came from the same envelope sender's domain; allow the domain for
+    // this recipient only: the block on the address still wins for ana...
+    let page = browser.get(&format!("/quarantine/{}", s.ids[1])).await;
+    let r = browser
+        .post(
+            &format!("/quarantine/{}", s.ids[1]),
+            &[
+                ("csrf", &page.csrf()),
+                ("action", "allow-domain"),
+                ("only_recipients", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let reply = s
+        .kala
+        .client()
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], undated)
+        .await;
+    assert!(
+        reply.starts_with("550"),
+        "a block wins over an allow: {reply}"
+    );
+    // ...and anyone else at the domain now gets through to that recipient, undated or not.
+    let reply = s
+        .kala
+        .client()
+        .await
+        .send_mail("bob@sender.example", &["it@prokuroria.example"], undated)
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let delivered = s.sink.wait_for(1).await;
+    let header = String::from_utf8_lossy(&delivered[0].data).to_string();
+    assert!(header.contains("KALA_SENDER_ALLOWED"), "{header}");
+    // Not for another recipient.
+    let reply = s
+        .kala
+        .client()
+        .await
+        .send_mail("bob@sender.example", &["other@prokuroria.example"], undated)
+        .await;
+    assert!(
+        reply.starts_with("250 2.0.0 Ok: queued"),
+        "held as before: {reply}"
+    );
+
+    let mut admin = logged_in(s.web, "admin").await;
+    let audit = admin.get("/audit").await;
+    assert!(audit.body.contains("block-address") && audit.body.contains("allow-domain"));
+}

@@ -9,6 +9,7 @@ mod antivirus;
 mod attachments;
 mod headers;
 mod helo;
+mod lists;
 mod rules;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use antivirus::{Antivirus, PASSED_UNSCANNED, unscanned};
 pub use attachments::Attachments;
 pub use headers::HeaderStructure;
 pub use helo::HeloName;
+pub use lists::SenderLists;
 pub use rules::SpamRules;
 
 /// When in the SMTP dialogue a check runs.
@@ -153,6 +155,11 @@ impl Pipeline {
             max_scan_size: settings.scan.max_scan_size,
             cpu: CpuSlots::new(settings.scan.workers),
         }
+    }
+
+    /// Adds a check that needs what the pipeline alone does not have (the store).
+    pub fn add_check(&mut self, check: Arc<dyn Check>) {
+        self.checks.push(check);
     }
 
     /// The rule files' check (to explain hits, or to reload).

@@ -48,6 +48,10 @@ impl Shared {
         std::fs::create_dir_all(&tmp_dir)
             .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
         let store = crate::store::Store::open(&settings.store.url).await?;
+        let mut pipeline = Pipeline::new(&settings);
+        pipeline.add_check(std::sync::Arc::new(crate::checks::SenderLists::new(
+            store.clone(),
+        )));
         let quarantine = Quarantine::new(store, settings.quarantine.retention);
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
@@ -60,7 +64,7 @@ impl Shared {
             None
         };
         Ok(Shared {
-            pipeline: Pipeline::new(&settings),
+            pipeline,
             downstream: relay::Downstream::new(&settings.downstream)?,
             quarantine,
             activity: Default::default(),

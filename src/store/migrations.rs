@@ -84,6 +84,16 @@ const STEPS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX audit_log_at ON audit_log (at);",
+    // 3: allow and block lists of senders, made from the quarantine.
+    "CREATE TABLE sender_lists (
+        id {serial},
+        kind TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX sender_lists_sender ON sender_lists (sender);",
 ];
 
 /// The schema version this build expects.

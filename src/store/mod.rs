@@ -6,6 +6,7 @@
 //! SQLite, `BYTEA` in PostgreSQL): [`migrations`] fills them in per [`Dialect`].
 
 pub mod audit;
+pub mod lists;
 mod migrations;
 
 use std::path::Path;

@@ -478,10 +478,18 @@ enum Outcome {
     NotReleased(String),
     Deleted,
     Marked,
+    /// An allow or block entry was added (what, for the audit log).
+    Listed(String),
 }
 
 /// Runs one reviewer action on one message and audits it.
-async fn act(web: &Web, viewer: &Viewer, id: &str, action: &str) -> anyhow::Result<Outcome> {
+async fn act(
+    web: &Web,
+    viewer: &Viewer,
+    id: &str,
+    action: &str,
+    only_recipients: bool,
+) -> anyhow::Result<Outcome> {
     let quarantine = &web.shared.quarantine;
     let actor = &viewer.session.user.name;
     let ip = viewer.ip.to_string();
@@ -507,10 +515,46 @@ async fn act(web: &Web, viewer: &Viewer, id: &str, action: &str) -> anyhow::Resu
             quarantine.mark(id, mark).await?;
             Outcome::Marked
         }
+        "allow-address" | "allow-domain" | "block-address" | "block-domain" => {
+            let held = quarantine
+                .get(id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
+            let sender = &held.summary.sender;
+            let entry = if action.ends_with("domain") {
+                crate::store::lists::domain_entry(sender)
+                    .ok_or_else(|| anyhow::anyhow!("the null sender has no domain"))?
+            } else {
+                sender.clone()
+            };
+            let kind = if action.starts_with("allow") {
+                crate::store::lists::ListKind::Allow
+            } else {
+                crate::store::lists::ListKind::Block
+            };
+            let recipients: Vec<String> = if only_recipients {
+                held.summary.recipients.clone()
+            } else {
+                vec![String::new()]
+            };
+            for recipient in &recipients {
+                quarantine
+                    .store()
+                    .list_add(kind, &entry, recipient, actor)
+                    .await?;
+            }
+            Outcome::Listed(format!(
+                "{} {entry} {}",
+                kind.as_str(),
+                recipients.join(",")
+            ))
+        }
         other => anyhow::bail!("unknown action `{other}`"),
     };
     let detail = match &outcome {
-        Outcome::Released(reply) | Outcome::NotReleased(reply) => reply.clone(),
+        Outcome::Released(reply) | Outcome::NotReleased(reply) | Outcome::Listed(reply) => {
+            reply.clone()
+        }
         _ => String::new(),
     };
     quarantine
@@ -557,7 +601,7 @@ pub async fn bulk_action(State(web): State<Arc<Web>>, viewer: Viewer, body: Byte
     };
     let mut done = 0;
     for id in &ids {
-        match act(&web, &viewer, id, &action).await {
+        match act(&web, &viewer, id, &action, false).await {
             Ok(Outcome::NotReleased(_)) => {}
             Ok(_) => done += 1,
             Err(error) => tracing::warn!(id, error = format!("{error:#}"), "bulk action failed"),
@@ -788,6 +832,7 @@ pub async fn message(
         "not-released" => Some(format!("{} {}", t.get("result.not_released"), mq.reply)),
         "deleted" => Some(t.get("result.deleted").to_string()),
         "marked" => Some(t.get("result.marked").to_string()),
+        "listed" => Some(t.get("result.listed").to_string()),
         _ => None,
     };
     let m = &held.summary;
@@ -851,7 +896,16 @@ pub async fn message_action(
     if !viewer.session.user.role.may_act() {
         return forbidden(&viewer);
     }
-    let outcome = match act(&web, &viewer, &id, field(&fields, "action")).await {
+    let only_recipients = field(&fields, "only_recipients") == "1";
+    let outcome = match act(
+        &web,
+        &viewer,
+        &id,
+        field(&fields, "action"),
+        only_recipients,
+    )
+    .await
+    {
         Ok(outcome) => outcome,
         Err(error) => return internal_error(format!("{error:#}"), viewer.texts),
     };
@@ -865,6 +919,7 @@ pub async fn message_action(
             .append_pair("reply", &reply),
         Outcome::Deleted => query.append_pair("result", "deleted"),
         Outcome::Marked => query.append_pair("result", "marked"),
+        Outcome::Listed(_) => query.append_pair("result", "listed"),
     };
     Redirect::to(&format!("/quarantine/{id}?{}", query.finish())).into_response()
 }

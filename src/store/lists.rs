@@ -1,0 +1,161 @@
+//! Allow and block lists of senders: an address (`ana@example.org`) or a whole domain
+//! (`@example.org`, its subdomains included), for everyone or for one recipient. Reviewers
+//! add entries from the quarantine; the `sender_lists` check reads them for every message.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Allow,
+    Block,
+}
+
+impl ListKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListKind::Allow => "allow",
+            ListKind::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListEntry {
+    pub id: i64,
+    pub kind: ListKind,
+    /// `user@domain` or `@domain`.
+    pub sender: String,
+    /// Empty: every recipient.
+    pub recipient: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// `@domain` for an address's domain, lower-cased.
+pub fn domain_entry(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    (!domain.is_empty()).then(|| format!("@{}", domain.to_lowercase()))
+}
+
+impl Store {
+    /// Adds an entry (`sender` as given: an address, or `@domain`).
+    pub async fn list_add(
+        &self,
+        kind: ListKind,
+        sender: &str,
+        recipient: &str,
+        created_by: &str,
+    ) -> anyhow::Result<()> {
+        let sender = sender.trim().to_lowercase();
+        if sender.is_empty() || sender == "@" || !sender.contains('@') {
+            anyhow::bail!("`{sender}` is neither an address nor @domain");
+        }
+        sqlx::query(
+            "INSERT INTO sender_lists (kind, sender, recipient, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(kind.as_str())
+        .bind(sender)
+        .bind(recipient.trim().to_lowercase())
+        .bind(created_by)
+        .bind(now() as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_remove(&self, id: i64) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM sender_lists WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(done > 0)
+    }
+
+    pub async fn list_entries(&self) -> anyhow::Result<Vec<ListEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, sender, recipient, created_by, created_at FROM sender_lists \
+             ORDER BY sender, recipient",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(ListEntry {
+                    id: row.try_get("id")?,
+                    kind: if kind == "block" {
+                        ListKind::Block
+                    } else {
+                        ListKind::Allow
+                    },
+                    sender: row.try_get("sender")?,
+                    recipient: row.try_get("recipient")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The entries that apply to a message from `sender` to `recipients`: for the address,
+    /// its domain or a parent domain, for everyone or for one of the recipients.
+    pub async fn list_matches(
+        &self,
+        sender: &str,
+        recipients: &[String],
+    ) -> anyhow::Result<Vec<ListEntry>> {
+        let sender = sender.to_lowercase();
+        let mut keys = vec![sender.clone()];
+        if let Some(domain) = domain_entry(&sender) {
+            // @mail.example.org also matches entries for @example.org.
+            let mut rest = domain.trim_start_matches('@');
+            loop {
+                keys.push(format!("@{rest}"));
+                match rest.split_once('.') {
+                    Some((_, parent)) if parent.contains('.') => rest = parent,
+                    _ => break,
+                }
+            }
+        }
+        let recipients: Vec<String> = recipients.iter().map(|r| r.to_lowercase()).collect();
+        let entries = self.list_entries_for(&keys).await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.recipient.is_empty() || recipients.contains(&e.recipient))
+            .collect())
+    }
+
+    async fn list_entries_for(&self, senders: &[String]) -> anyhow::Result<Vec<ListEntry>> {
+        let mut found = Vec::new();
+        for sender in senders {
+            let rows = sqlx::query(
+                "SELECT id, kind, recipient, created_by, created_at FROM sender_lists WHERE sender = $1",
+            )
+            .bind(sender)
+            .fetch_all(self.pool())
+            .await?;
+            for row in rows {
+                let kind: String = row.try_get("kind")?;
+                found.push(ListEntry {
+                    id: row.try_get("id")?,
+                    kind: if kind == "block" {
+                        ListKind::Block
+                    } else {
+                        ListKind::Allow
+                    },
+                    sender: sender.clone(),
+                    recipient: row.try_get("recipient")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: row.try_get("created_at")?,
+                });
+            }
+        }
+        Ok(found)
+    }
+}

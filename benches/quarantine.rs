@@ -147,6 +147,65 @@ async fn time_list(q: &Quarantine, name: &str, filter: Filter) {
     );
 }
 
+/// The list page through the real UI over HTTP (login, render, send), p50/p99.
+async fn measure_pages(url: &str, data_dir: &std::path::Path, downstream: std::net::SocketAddr) {
+    let config = format!(
+        "data_dir = {:?}\n[store]\nurl = \"{url}\"\n[rules]\ndirs = []\n[antivirus]\nenabled = false\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n[downstream]\naddress = \"{downstream}\"\n",
+        data_dir.display().to_string()
+    );
+    let settings = kala::config::Settings::parse(&config, "bench").unwrap();
+    let shared = std::sync::Arc::new(kala::smtp::Shared::new(settings).await.unwrap());
+    let accounts = kala::web::auth::Accounts::new(shared.quarantine.store().clone());
+    accounts
+        .add("bench", "a bench password", kala::web::auth::Role::Reviewer)
+        .await
+        .unwrap();
+    let web = kala::web::start(shared).await.unwrap();
+    let mut browser = support::http::Browser::new(web.local_addr);
+    let form = browser.get("/login").await;
+    let r = browser
+        .post(
+            "/login",
+            &[
+                ("csrf", &form.csrf()),
+                ("user", "bench"),
+                ("password", "a bench password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    println!("List page over HTTP (the UI: query, template, 50 rows):");
+    for (name, path) in [
+        ("unfiltered", "/quarantine"),
+        ("page 100", "/quarantine?page=99"),
+        ("category virus", "/quarantine?category=virus"),
+        (
+            "subject words \"offer loans\"",
+            "/quarantine?subject=offer+loans",
+        ),
+        (
+            "sender contains \"user42@\"",
+            "/quarantine?sender=user42%40",
+        ),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..40 {
+            let started = Instant::now();
+            let page = browser.get(path).await;
+            times.push(started.elapsed());
+            assert_eq!(page.status, 200);
+        }
+        times.sort();
+        println!(
+            "  {name:<44} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3
+        );
+    }
+    web.stop();
+}
+
 #[tokio::main]
 async fn main() {
     let held = env_or("KALA_BENCH_HELD", 100_000);
@@ -244,6 +303,8 @@ async fn main() {
     }
 
     let sink = support::Sink::start().await;
+    measure_pages(&url, dir.path(), sink.addr).await;
+
     let settings = kala::config::Settings::parse(
         &format!("[downstream]\naddress = \"{}\"\n", sink.addr),
         "bench",

@@ -48,6 +48,7 @@ struct RawConfig {
 struct RawWeb {
     enabled: Option<bool>,
     listen: Option<String>,
+    tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,9 +262,10 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct WebSettings {
     pub enabled: bool,
-    /// The review UI's address; loopback by default (put a TLS proxy or an SSH tunnel in front
-    /// to reach it from elsewhere).
+    /// The review UI's address; loopback by default.
     pub listen: SocketAddr,
+    /// HTTPS with the SMTP certificate (`smtp.tls`, or the self-signed pair in `data_dir`).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -782,6 +784,7 @@ impl Settings {
         let web_listen = raw.web.listen.unwrap_or_else(|| "127.0.0.1:8025".into());
         let web = WebSettings {
             enabled: raw.web.enabled.unwrap_or(true),
+            tls: raw.web.tls.unwrap_or(false),
             listen: web_listen.parse().map_err(|_| {
                 fail(
                     "web.listen",

@@ -518,3 +518,55 @@ async fn block_and_allow_lists_made_in_the_quarantine_apply_to_the_next_messages
     let audit = admin.get("/audit").await;
     assert!(audit.body.contains("block-address") && audit.body.contains("allow-domain"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_the_ui_uses_the_smtp_certificate_hsts_and_secure_cookies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = Sink::start().await;
+    let kala = Kala::start(sink.addr, &[("web", "tls = true")]).await;
+    let web = kala.start_web().await;
+    // The self-signed pair Kala made for STARTTLS, trusted for this test.
+    let cert = kala.data_dir.path().join("tls/cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("kala.test").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("a verified handshake");
+    tls.write_all(b"GET /login HTTP/1.1\r\nHost: kala.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(
+        response.contains("strict-transport-security: max-age="),
+        "{response}"
+    );
+    assert!(
+        response.contains("set-cookie: kala_login=") && response.contains("; secure"),
+        "{response}"
+    );
+    // Plain HTTP on the TLS port gets nothing useful.
+    let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+}

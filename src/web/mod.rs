@@ -73,7 +73,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/api/quarantine/{id}", get(api::show))
         .route("/api/quarantine/{id}/{action}", post(api::act))
         .fallback(pages::not_found)
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            web.secure_cookies,
+            security_headers,
+        ))
         .with_state(web)
 }
 
@@ -89,29 +92,92 @@ impl RunningWeb {
     }
 }
 
-/// Binds `web.listen` and serves the UI.
+/// Binds `web.listen` and serves the UI (over TLS when `web.tls` is on).
 pub async fn start(shared: Arc<Shared>) -> anyhow::Result<RunningWeb> {
     use anyhow::Context as _;
-    let listen = shared.settings.web.listen;
+    let settings = &shared.settings;
+    let listen = settings.web.listen;
+    let tls = if settings.web.tls {
+        let config = crate::smtp::tls::server_config(
+            &settings.smtp.tls,
+            &settings.data_dir,
+            &settings.smtp.hostname,
+        )
+        .context("web.tls: the SMTP certificate (smtp.tls) could not be loaded")?;
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (web.listen)"))?;
     let local_addr = listener.local_addr()?;
-    let app = router(Arc::new(Web::new(shared)));
-    let task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(error) = axum::serve(listener, service).await {
-            tracing::error!(%error, "web UI stopped");
-        }
-    });
+    let mut web = Web::new(shared);
+    web.secure_cookies = tls.is_some();
+    let app = router(Arc::new(web));
+    let task = match tls {
+        None => tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(error) = axum::serve(listener, service).await {
+                tracing::error!(%error, "web UI stopped");
+            }
+        }),
+        Some(acceptor) => tokio::spawn(serve_tls(listener, app, acceptor)),
+    };
     Ok(RunningWeb { local_addr, task })
+}
+
+/// The accept loop for HTTPS: a TLS handshake (bounded), then HTTP/1.1 or HTTP/2 on it.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "web UI accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        // The client's address for the handlers, as axum::serve gives it.
+        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(tcp);
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Sets the headers that keep a hostile message shown in the UI harmless and the UI out of
 /// other sites' frames. Pages may set a stricter policy themselves (the HTML view does).
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    axum::extract::State(https): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let defaults = [
         (
             header::CONTENT_SECURITY_POLICY,

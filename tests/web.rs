@@ -252,7 +252,7 @@ async fn an_auditor_reads_but_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bulk_delete_of_a_selection() {
+async fn bulk_delete_of_a_selection_and_release_of_a_search_result() {
     let s = setup().await;
     let mut browser = logged_in(s.web, "admin").await;
     let list = browser.get("/quarantine").await;
@@ -272,6 +272,39 @@ async fn bulk_delete_of_a_selection() {
     let list = browser.get(r.header("location").unwrap()).await;
     assert!(list.body.contains("2 of 2 done."), "{}", list.body);
     assert!(list.body.contains("0 shown of 0 matching"), "{}", list.body);
+
+    // Every message matching a search, however many pages: two new ones about reports.
+    for subject in ["Report one", "Report two"] {
+        let message = format!("From: a@sender.example\r\nSubject: {subject}\r\n\r\nbody\r\n");
+        let reply = s
+            .kala
+            .client()
+            .await
+            .send_mail(
+                "ana@sender.example",
+                &["it@prokuroria.example"],
+                message.as_bytes(),
+            )
+            .await;
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    let list = browser.get("/quarantine?subject=report").await;
+    assert!(list.body.contains("2 shown of 2 matching"), "{}", list.body);
+    let r = browser
+        .post(
+            "/quarantine/action",
+            &[
+                ("csrf", &list.csrf()),
+                ("scope", "matching"),
+                ("search", "subject=report"),
+                ("action", "release"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(s.sink.wait_for(2).await.len(), 2, "both released");
+    let list = browser.get(r.header("location").unwrap()).await;
+    assert!(list.body.contains("2 of 2 done."), "{}", list.body);
 
     // Logout ends the session on the server too.
     let token = browser.cookies["kala_session"].clone();

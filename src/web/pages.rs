@@ -924,6 +924,20 @@ pub async fn message_action(
     Redirect::to(&format!("/quarantine/{id}?{}", query.finish())).into_response()
 }
 
+/// A held message's bytes, or the page saying there are none (unknown id, or deleted).
+async fn stored_message(web: &Web, viewer: &Viewer, id: &str) -> Result<Vec<u8>, Response> {
+    match web.shared.quarantine.raw(id).await {
+        Ok(Some(raw)) => Ok(raw),
+        Ok(None) => Err(error_page(
+            StatusCode::NOT_FOUND,
+            "msg.not_found",
+            viewer.texts,
+            Nav::of(viewer),
+        )),
+        Err(error) => Err(internal_error(error, viewer.texts)),
+    }
+}
+
 /// The raw message, for admins; every download is audited.
 pub async fn download(
     State(web): State<Arc<Web>>,
@@ -934,17 +948,9 @@ pub async fn download(
         return forbidden(&viewer);
     }
     let quarantine = &web.shared.quarantine;
-    let raw = match quarantine.raw(&id).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                "msg.not_found",
-                viewer.texts,
-                Nav::of(&viewer),
-            );
-        }
-        Err(error) => return internal_error(error, viewer.texts),
+    let raw = match stored_message(&web, &viewer, &id).await {
+        Ok(raw) => raw,
+        Err(page) => return page,
     };
     if let Err(error) = quarantine
         .store()
@@ -994,17 +1000,9 @@ pub async fn html_view(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let raw = match web.shared.quarantine.raw(&id).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                "msg.not_found",
-                viewer.texts,
-                Nav::of(&viewer),
-            );
-        }
-        Err(error) => return internal_error(error, viewer.texts),
+    let raw = match stored_message(&web, &viewer, &id).await {
+        Ok(raw) => raw,
+        Err(page) => return page,
     };
     let message = crate::message::Message::parse(&raw, raw.len());
     let html = message

@@ -603,3 +603,45 @@ async fn over_tls_the_ui_uses_the_smtp_certificate_hsts_and_secure_cookies() {
     .await;
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_adds_users_in_the_ui_and_only_an_admin_can() {
+    let s = setup().await;
+    let mut reviewer = logged_in(s.web, "rita").await;
+    assert_eq!(reviewer.get("/users").await.status, 403);
+
+    let mut admin = logged_in(s.web, "admin").await;
+    let page = admin.get("/users").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("rita") && page.body.contains("Auditor"));
+    let r = admin
+        .post(
+            "/users",
+            &[
+                ("csrf", &page.csrf()),
+                ("name", "helpdesk1"),
+                ("password", "short"),
+                ("role", "reviewer"),
+            ],
+        )
+        .await;
+    let page = admin.get(r.header("location").unwrap()).await;
+    assert!(page.body.contains("Not added"), "{}", page.body);
+    let r = admin
+        .post(
+            "/users",
+            &[
+                ("csrf", &page.csrf()),
+                ("name", "helpdesk1"),
+                ("password", PASSWORD),
+                ("role", "reviewer"),
+            ],
+        )
+        .await;
+    let page = admin.get(r.header("location").unwrap()).await;
+    assert!(page.body.contains("The user was added."), "{}", page.body);
+    let mut newcomer = logged_in(s.web, "helpdesk1").await;
+    assert_eq!(newcomer.get("/quarantine").await.status, 200);
+    let audit = admin.get("/audit").await;
+    assert!(audit.body.contains("user-add"), "user changes are audited");
+}

@@ -68,6 +68,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/quarantine/{id}/raw", get(pages::download))
         .route("/quarantine/{id}/html", get(pages::html_view))
         .route("/audit", get(pages::audit))
+        .route("/users", get(pages::users).post(pages::add_user))
         .route("/static/kala.css", get(pages::stylesheet))
         .route("/api/quarantine", get(api::list))
         .route("/api/quarantine/{id}", get(api::show))

@@ -21,6 +21,7 @@ pub struct Nav {
     pub role: &'static str,
     pub csrf: String,
     pub audit: bool,
+    pub admin: bool,
 }
 
 impl Nav {
@@ -31,6 +32,7 @@ impl Nav {
             role: user.role.as_str(),
             csrf: viewer.session.csrf.clone(),
             audit: user.role.may_read_audit(),
+            admin: user.role.may_administer(),
         })
     }
 }
@@ -1144,4 +1146,100 @@ pub async fn audit(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
             })
             .collect(),
     })
+}
+
+// --- users -------------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    t: Texts,
+    nav: Option<Nav>,
+    languages: Languages,
+    csrf: String,
+    users: Vec<(String, &'static str)>,
+    result: Option<&'static str>,
+}
+
+fn role_key(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "role.admin",
+        Role::Reviewer => "role.reviewer",
+        Role::Auditor => "role.auditor",
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct UsersQuery {
+    result: String,
+}
+
+pub async fn users(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(uq): Query<UsersQuery>,
+) -> Response {
+    if !viewer.session.user.role.may_administer() {
+        return forbidden(&viewer);
+    }
+    let users = match web.accounts.list().await {
+        Ok(users) => users,
+        Err(error) => return internal_error(error, viewer.texts),
+    };
+    render(UsersPage {
+        t: viewer.texts,
+        nav: Nav::of(&viewer),
+        languages: &LANGUAGES,
+        csrf: viewer.session.csrf.clone(),
+        users: users
+            .into_iter()
+            .map(|u| (u.name, role_key(u.role)))
+            .collect(),
+        result: match uq.result.as_str() {
+            "added" => Some("users.added"),
+            "refused" => Some("users.refused"),
+            _ => None,
+        },
+    })
+}
+
+/// Creates an account (admins only; audited). Why a refusal happened goes to the log.
+pub async fn add_user(State(web): State<Arc<Web>>, viewer: Viewer, body: Bytes) -> Response {
+    let fields = form_fields(&body);
+    if !csrf_ok(&viewer, &fields) {
+        return csrf_failed(&viewer);
+    }
+    if !viewer.session.user.role.may_administer() {
+        return forbidden(&viewer);
+    }
+    let name = field(&fields, "name").trim();
+    let Ok(role) = field(&fields, "role").parse::<Role>() else {
+        return Redirect::to("/users?result=refused").into_response();
+    };
+    match web
+        .accounts
+        .add(name, field(&fields, "password"), role)
+        .await
+    {
+        Ok(()) => {
+            let _ = web
+                .shared
+                .quarantine
+                .store()
+                .audit(
+                    &viewer.session.user.name,
+                    &viewer.ip.to_string(),
+                    "user-add",
+                    name,
+                    role.as_str(),
+                )
+                .await;
+            Redirect::to("/users?result=added").into_response()
+        }
+        Err(error) => {
+            tracing::info!(user = name, error = format!("{error:#}"), "user not added");
+            Redirect::to("/users?result=refused").into_response()
+        }
+    }
 }

@@ -616,21 +616,7 @@ async fn selected(
 ) -> anyhow::Result<Vec<String>> {
     match (ids.is_empty(), search.matching) {
         (false, false) => Ok(ids),
-        (true, true) => {
-            let mut filter = search.filter.to_filter()?;
-            filter.limit = 1000;
-            filter.offset = 0;
-            let mut all = Vec::new();
-            loop {
-                let page = quarantine.list(&filter).await?;
-                let n = page.messages.len() as u32;
-                all.extend(page.messages.into_iter().map(|m| m.id));
-                if n < filter.limit {
-                    return Ok(all);
-                }
-                filter.offset += n;
-            }
-        }
+        (true, true) => quarantine.matching_ids(&search.filter.to_filter()?).await,
         (false, true) => anyhow::bail!("give message ids or --matching, not both"),
         (true, false) => {
             anyhow::bail!("give message ids, or --matching with search options for a bulk action")

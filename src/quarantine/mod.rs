@@ -508,6 +508,26 @@ impl Quarantine {
             .collect())
     }
 
+    /// The ids of every message matching `filter`, all pages (its limit and offset ignored):
+    /// what a bulk action on a search result acts on.
+    pub async fn matching_ids(&self, filter: &Filter) -> anyhow::Result<Vec<String>> {
+        let mut filter = Filter {
+            limit: 1000,
+            offset: 0,
+            ..filter.clone()
+        };
+        let mut ids = Vec::new();
+        loop {
+            let page = self.list(&filter).await?;
+            let n = page.messages.len() as u32;
+            ids.extend(page.messages.into_iter().map(|m| m.id));
+            if n < filter.limit {
+                return Ok(ids);
+            }
+            filter.offset += n;
+        }
+    }
+
     /// One message's details (not its body), or `None` if there is no such id.
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Held>> {
         let sql = format!(

@@ -84,23 +84,7 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                Ok(ListEntry {
-                    id: row.try_get("id")?,
-                    kind: if kind == "block" {
-                        ListKind::Block
-                    } else {
-                        ListKind::Allow
-                    },
-                    sender: row.try_get("sender")?,
-                    recipient: row.try_get("recipient")?,
-                    created_by: row.try_get("created_by")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(entry_of).collect()
     }
 
     /// The entries that apply to a message from `sender` to `recipients`: for the address,
@@ -135,27 +119,32 @@ impl Store {
         let mut found = Vec::new();
         for sender in senders {
             let rows = sqlx::query(
-                "SELECT id, kind, recipient, created_by, created_at FROM sender_lists WHERE sender = $1",
+                "SELECT id, kind, sender, recipient, created_by, created_at FROM sender_lists \
+                 WHERE sender = $1",
             )
             .bind(sender)
             .fetch_all(self.pool())
             .await?;
-            for row in rows {
-                let kind: String = row.try_get("kind")?;
-                found.push(ListEntry {
-                    id: row.try_get("id")?,
-                    kind: if kind == "block" {
-                        ListKind::Block
-                    } else {
-                        ListKind::Allow
-                    },
-                    sender: sender.clone(),
-                    recipient: row.try_get("recipient")?,
-                    created_by: row.try_get("created_by")?,
-                    created_at: row.try_get("created_at")?,
-                });
+            for row in &rows {
+                found.push(entry_of(row)?);
             }
         }
         Ok(found)
     }
+}
+
+fn entry_of(row: &sqlx::any::AnyRow) -> anyhow::Result<ListEntry> {
+    let kind: String = row.try_get("kind")?;
+    Ok(ListEntry {
+        id: row.try_get("id")?,
+        kind: if kind == "block" {
+            ListKind::Block
+        } else {
+            ListKind::Allow
+        },
+        sender: row.try_get("sender")?,
+        recipient: row.try_get("recipient")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
 }

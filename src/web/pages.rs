@@ -577,22 +577,17 @@ pub async fn bulk_action(State(web): State<Arc<Web>>, viewer: Viewer, body: Byte
     let action = field(&fields, "action").to_string();
     let search = field(&fields, "search").to_string();
     let ids: Vec<String> = if field(&fields, "scope") == "matching" {
-        let q: ListQuery = serde_urlencoded_query(&search);
-        let mut filter = q.filter();
-        filter.limit = 1000;
-        filter.offset = 0;
-        let mut all = Vec::new();
-        loop {
-            let page = match web.shared.quarantine.list(&filter).await {
-                Ok(page) => page,
-                Err(error) => return internal_error(error, viewer.texts),
-            };
-            let n = page.messages.len() as u32;
-            all.extend(page.messages.into_iter().map(|m| m.id));
-            if n < filter.limit {
-                break all;
-            }
-            filter.offset += n;
+        // The search travels as the list's own query string: read it as the list reads it.
+        let uri: axum::http::Uri = match format!("/quarantine?{search}").parse() {
+            Ok(uri) => uri,
+            Err(_) => return csrf_failed(&viewer),
+        };
+        let Ok(Query(q)) = Query::<ListQuery>::try_from_uri(&uri) else {
+            return csrf_failed(&viewer);
+        };
+        match web.shared.quarantine.matching_ids(&q.filter()).await {
+            Ok(ids) => ids,
+            Err(error) => return internal_error(error, viewer.texts),
         }
     } else {
         fields
@@ -616,25 +611,6 @@ pub async fn bulk_action(State(web): State<Arc<Web>>, viewer: Viewer, body: Byte
     let mut back = form_urlencoded::Serializer::new(search);
     back.append_pair("result", &result);
     Redirect::to(&format!("/quarantine?{}", back.finish())).into_response()
-}
-
-fn serde_urlencoded_query(query: &str) -> ListQuery {
-    let fields = form_fields(query.as_bytes());
-    let get = |name: &str| field(&fields, name).to_string();
-    ListQuery {
-        category: get("category"),
-        state: get("state"),
-        since: get("since"),
-        sender: get("sender"),
-        recipient: get("recipient"),
-        subject: get("subject"),
-        symbol: get("symbol"),
-        min_score: get("min_score"),
-        max_score: get("max_score"),
-        sort: get("sort"),
-        page: 0,
-        result: String::new(),
-    }
 }
 
 // --- one message -------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ fn spam_verdict(n: usize) -> Verdict {
             Symbol::new("KALA_MISSING_DATE", 1.0, "No Date header"),
         ],
         forced_by: None,
+        headers: Vec::new(),
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
             score: 12.0,
             symbols: vec![Symbol::new("BIG_MONEY", 12.0, "")],
             forced_by: None,
+            headers: Vec::new(),
         };
         let now = 1_800_000_000;
         activity.record(Action::Accept, None, now - 25 * 3600);

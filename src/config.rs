@@ -41,6 +41,43 @@ struct RawConfig {
     store: RawStore,
     quarantine: RawQuarantine,
     web: RawWeb,
+    dns: RawDns,
+    dnsbl: RawDnsbl,
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDns {
+    servers: Option<Vec<String>>,
+    #[serde(with = "humantime_serde::option")]
+    timeout: Option<Duration>,
+    cache_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDnsbl {
+    reject_at: Option<f64>,
+    skip_networks: Option<Vec<String>>,
+    lists: Vec<RawDnsblList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsblList {
+    name: String,
+    zone: String,
+    #[serde(default)]
+    weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    enabled: Option<bool>,
+    dmarc_reject_action: Option<Action>,
+    dmarc_quarantine_action: Option<Action>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +294,46 @@ pub struct Settings {
     pub store: StoreSettings,
     pub quarantine: QuarantineSettings,
     pub web: WebSettings,
+    pub dns: DnsSettings,
+    pub dnsbl: DnsblSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Resolvers to ask (`host:port`); empty means the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// The bound on one lookup.
+    pub timeout: Duration,
+    /// Answers kept (for their TTL) by the resolver's cache.
+    pub cache_size: u64,
+}
+
+/// DNS blocklists queried with the client's address at connect.
+#[derive(Debug, Clone, Default)]
+pub struct DnsblSettings {
+    pub lists: Vec<DnsblList>,
+    /// Refuse the connection (554) when the listed weights add up to this; `None`: symbols only.
+    pub reject_at: Option<f64>,
+    /// Clients never looked up (internal networks).
+    pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsblList {
+    /// The symbol a listing emits, `RBL_<NAME>`.
+    pub symbol: String,
+    pub zone: String,
+    /// Weight of each answer address.
+    pub weights: BTreeMap<std::net::Ipv4Addr, f64>,
+    /// Weight of any other answer in 127.0.0.0/8 (`"*"`), if listed.
+    pub other_weight: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// SPF, DKIM, DMARC and ARC checks (need DNS), with an `Authentication-Results` header.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -717,6 +794,8 @@ impl Settings {
                     .or_insert(Action::Reject);
             }
         }
+        let (dns, dnsbl, auth) =
+            reputation_from_raw(raw.dns, raw.dnsbl, raw.auth, &mut force_actions, &fail)?;
         let policy = Policy {
             tag_score: tag,
             quarantine_score: quarantine,
@@ -794,6 +873,9 @@ impl Settings {
         };
         Ok(Settings {
             source: file.to_string(),
+            dns,
+            dnsbl,
+            auth,
             data_dir,
             web,
             store,
@@ -834,6 +916,142 @@ impl fmt::Display for Settings {
             self.policy.reject_score,
         )
     }
+}
+
+/// The `[dns]`, `[dnsbl]` and `[auth]` sections, validated. DMARC policies become forced
+/// actions unless `[policy.force_actions]` says otherwise.
+fn reputation_from_raw(
+    raw_dns: RawDns,
+    raw_dnsbl: RawDnsbl,
+    raw_auth: RawAuth,
+    force_actions: &mut BTreeMap<String, Action>,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(DnsSettings, DnsblSettings, AuthSettings), ConfigError> {
+    let servers = raw_dns
+        .servers
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    fail(
+                        "dns.servers",
+                        format!("`{s}` is not an address like 127.0.0.1 or 127.0.0.1:53"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = raw_dns.timeout.unwrap_or(Duration::from_secs(2));
+    if timeout.is_zero() {
+        return Err(fail("dns.timeout", "must be greater than zero".into()));
+    }
+    let dns = DnsSettings {
+        servers,
+        timeout,
+        cache_size: raw_dns.cache_size.unwrap_or(8192),
+    };
+
+    let mut lists = Vec::new();
+    for (i, list) in raw_dnsbl.lists.into_iter().enumerate() {
+        let key = format!("dnsbl.lists[{i}]");
+        if !crate::verdict::is_symbol_name(&list.name) {
+            return Err(fail(
+                &format!("{key}.name"),
+                format!(
+                    "`{}` must be upper case letters, digits and _, e.g. SPAMHAUS_ZEN",
+                    list.name
+                ),
+            ));
+        }
+        if list.zone.trim_matches('.').is_empty() || list.zone.contains(char::is_whitespace) {
+            return Err(fail(
+                &format!("{key}.zone"),
+                format!("`{}` is not a DNS zone", list.zone),
+            ));
+        }
+        let mut weights = BTreeMap::new();
+        let mut other_weight = None;
+        for (answer, weight) in list.weights {
+            if answer == "*" {
+                other_weight = Some(weight);
+                continue;
+            }
+            match answer.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) if ip.octets()[0] == 127 => {
+                    weights.insert(ip, weight);
+                }
+                _ => {
+                    return Err(fail(
+                        &format!("{key}.weights"),
+                        format!("`{answer}` is neither an answer in 127.0.0.0/8 nor \"*\""),
+                    ));
+                }
+            }
+        }
+        if weights.is_empty() && other_weight.is_none() {
+            other_weight = Some(1.0);
+        }
+        lists.push(DnsblList {
+            symbol: format!("RBL_{}", list.name),
+            zone: list.zone.trim_end_matches('.').to_ascii_lowercase(),
+            weights,
+            other_weight,
+        });
+    }
+    let skip_networks = raw_dnsbl
+        .skip_networks
+        .unwrap_or_else(|| {
+            [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+                "fe80::/10",
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    fail(
+                        "dnsbl.skip_networks",
+                        format!("`{n}` is not a network like 10.0.0.0/8"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(at) = raw_dnsbl.reject_at
+        && at <= 0.0
+    {
+        return Err(fail("dnsbl.reject_at", "must be greater than zero".into()));
+    }
+    let dnsbl = DnsblSettings {
+        lists,
+        reject_at: raw_dnsbl.reject_at,
+        skip_networks,
+    };
+
+    force_actions
+        .entry("DMARC_REJECT_POLICY".into())
+        .or_insert(raw_auth.dmarc_reject_action.unwrap_or(Action::Reject));
+    force_actions
+        .entry("DMARC_QUARANTINE_POLICY".into())
+        .or_insert(
+            raw_auth
+                .dmarc_quarantine_action
+                .unwrap_or(Action::Quarantine),
+        );
+    let auth = AuthSettings {
+        enabled: raw_auth.enabled.unwrap_or(true),
+    };
+    Ok((dns, dnsbl, auth))
 }
 
 #[cfg(test)]

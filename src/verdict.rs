@@ -101,6 +101,9 @@ pub struct Verdict {
     /// The symbol that forced the action, if the score alone did not decide it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_by: Option<String>,
+    /// Header fields the checks want on the relayed message (`Authentication-Results`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
 }
 
 impl Policy {
@@ -141,6 +144,7 @@ impl Policy {
             score: (score * 100.0).round() / 100.0,
             symbols,
             forced_by,
+            headers: Vec::new(),
         }
     }
 }

@@ -7,6 +7,8 @@
 
 mod antivirus;
 mod attachments;
+mod authentication;
+mod dnsbl;
 mod headers;
 mod helo;
 mod lists;
@@ -25,6 +27,8 @@ use crate::verdict::{Policy, Symbol, Verdict};
 
 pub use antivirus::{Antivirus, PASSED_UNSCANNED, unscanned};
 pub use attachments::Attachments;
+pub use authentication::Authentication;
+pub use dnsbl::Dnsbl;
 pub use headers::HeaderStructure;
 pub use helo::HeloName;
 pub use lists::SenderLists;
@@ -93,6 +97,9 @@ pub struct Refusal {
 pub struct Outcome {
     pub symbols: Vec<Symbol>,
     pub refusal: Option<Refusal>,
+    /// Header fields (each ending in CRLF) to add to the relayed message, e.g.
+    /// `Authentication-Results`.
+    pub headers: Vec<String>,
 }
 
 impl From<Vec<Symbol>> for Outcome {
@@ -100,6 +107,7 @@ impl From<Vec<Symbol>> for Outcome {
         Outcome {
             symbols,
             refusal: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -209,6 +217,7 @@ impl Pipeline {
         let mut total = Outcome::default();
         for outcome in futures::future::join_all(runs).await {
             total.symbols.extend(outcome.symbols);
+            total.headers.extend(outcome.headers);
             if total.refusal.is_none() {
                 total.refusal = outcome.refusal;
             }
@@ -259,12 +268,10 @@ impl Pipeline {
                 "Only the first part of this large message was scanned",
             ));
         }
-        symbols.extend(
-            self.run_phase(Phase::Data, envelope, Some(message))
-                .await
-                .symbols,
-        );
-        let verdict = self.policy.decide(symbols);
+        let outcome = self.run_phase(Phase::Data, envelope, Some(message)).await;
+        symbols.extend(outcome.symbols);
+        let mut verdict = self.policy.decide(symbols);
+        verdict.headers = outcome.headers;
         antivirus::note_if_passed_unscanned(&verdict);
         verdict
     }

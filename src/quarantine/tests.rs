@@ -10,6 +10,7 @@ fn verdict(score: f64, symbols: &[(&str, f64)], forced_by: Option<&str>) -> Verd
             .map(|(n, s)| Symbol::new(*n, *s, format!("{n} described")))
             .collect(),
         forced_by: forced_by.map(String::from),
+        headers: Vec::new(),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Shared {
     pub quarantine: Quarantine,
     /// Per-hour counts for the dashboard.
     pub activity: crate::activity::Activity,
+    /// Standing problems (a blocklist refusing our resolver), for the dashboard.
+    pub health: std::sync::Arc<crate::health::Health>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Where spools larger than `smtp.memory_spool_size` go.
     pub tmp_dir: PathBuf,
@@ -52,6 +54,8 @@ impl Shared {
         pipeline.add_check(std::sync::Arc::new(crate::checks::SenderLists::new(
             store.clone(),
         )));
+        let health = std::sync::Arc::new(crate::health::Health::default());
+        add_reputation_checks(&mut pipeline, &settings, &health)?;
         let quarantine = Quarantine::new(store, settings.quarantine.retention);
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
@@ -68,9 +72,38 @@ impl Shared {
             downstream: relay::Downstream::new(&settings.downstream)?,
             quarantine,
             activity: Default::default(),
+            health,
             tls,
             tmp_dir,
             settings,
         })
     }
+}
+
+/// The checks that ask DNS: blocklists at connect, SPF/DKIM/DMARC/ARC at DATA. Not part of
+/// `Pipeline::new`, so offline scans (`kala scan`, `kala eval`) never wait on the network.
+fn add_reputation_checks(
+    pipeline: &mut Pipeline,
+    settings: &Settings,
+    health: &std::sync::Arc<crate::health::Health>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    if settings.dnsbl.lists.is_empty() && !settings.auth.enabled {
+        return Ok(());
+    }
+    let dns = crate::dns::Dns::new(&settings.dns)?;
+    if !settings.dnsbl.lists.is_empty() {
+        pipeline.add_check(Arc::new(crate::checks::Dnsbl::new(
+            dns.clone(),
+            settings.dnsbl.clone(),
+            health.clone(),
+        )));
+    }
+    if settings.auth.enabled {
+        pipeline.add_check(Arc::new(crate::checks::Authentication::new(
+            dns,
+            settings.smtp.hostname.clone(),
+        )));
+    }
+    Ok(())
 }

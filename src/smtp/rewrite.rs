@@ -47,14 +47,20 @@ pub fn received_header(envelope: &Envelope, hostname: &str) -> String {
 }
 
 /// The complete header section to relay: trace and verdict headers, then the sender's.
+/// `hostname` is our authserv-id: an `Authentication-Results` header claiming it did not
+/// come from us and goes (RFC 8601 §5).
 pub fn stamped_header(
     received: &str,
     verdict: &Verdict,
     subject_prefix: &str,
+    hostname: &str,
     original: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(original.len() + 512);
     out.extend_from_slice(received.as_bytes());
+    for header in &verdict.headers {
+        out.extend_from_slice(header.as_bytes());
+    }
     let spam = if verdict.action >= Action::Tag {
         "Yes"
     } else {
@@ -81,6 +87,11 @@ pub fn stamped_header(
         if name.len() >= 7 && name[..7].eq_ignore_ascii_case(b"X-Kala-") {
             continue;
         }
+        if name.eq_ignore_ascii_case(b"Authentication-Results")
+            && authserv_id(&field[name_end + 1..]).eq_ignore_ascii_case(hostname.as_bytes())
+        {
+            continue;
+        }
         if tag && !saw_subject && name.eq_ignore_ascii_case(b"Subject") {
             saw_subject = true;
             let value = &field[name_end + 1..];
@@ -99,6 +110,16 @@ pub fn stamped_header(
         out.extend_from_slice(format!("Subject: {subject_prefix}\r\n").as_bytes());
     }
     out
+}
+
+/// The first token of an `Authentication-Results` value: who wrote it (RFC 8601 §2.2).
+fn authserv_id(value: &[u8]) -> &[u8] {
+    let value = value.trim_ascii_start();
+    let end = value
+        .iter()
+        .position(|&b| b == b';' || b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    &value[..end]
 }
 
 /// Splits a header section into fields, each with its continuation lines and final CRLF.
@@ -163,6 +184,7 @@ mod tests {
                 Symbol::new("B_RULE", 1.0, ""),
             ],
             forced_by: None,
+            headers: Vec::new(),
         }
     }
 
@@ -181,6 +203,7 @@ mod tests {
             "Received: x\r\n",
             &verdict(Action::Tag),
             "[SPAM]",
+            "kala.test",
             original,
         ))
         .unwrap();
@@ -200,6 +223,27 @@ mod tests {
             out.contains("X-Kala-Symbols: A_RULE(5.00), B_RULE(1.00)\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn our_results_go_on_top_and_forged_ones_in_our_name_go() {
+        let mut v = verdict(Action::Accept);
+        v.headers = vec!["Authentication-Results: kala.test; spf=pass\r\n".into()];
+        let original = b"Authentication-Results: KALA.test; dkim=pass\r\nAuthentication-Results: mx.other.example; dkim=fail\r\nFrom: a@b\r\n";
+        let out = String::from_utf8(stamped_header(
+            "Received: x\r\n",
+            &v,
+            "",
+            "kala.test",
+            original,
+        ))
+        .unwrap();
+        assert!(
+            out.starts_with("Received: x\r\nAuthentication-Results: kala.test; spf=pass\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("dkim=pass"), "{out}");
+        assert!(out.contains("mx.other.example; dkim=fail"), "{out}");
     }
 
     #[test]

@@ -563,6 +563,7 @@ impl Session {
                     &received,
                     &verdict,
                     &pipeline.policy().subject_prefix,
+                    &self.shared.settings.smtp.hostname,
                     original_header,
                 );
                 relay_message(&self.shared.downstream, tx, &header, spool, header_len).await

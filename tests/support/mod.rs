@@ -267,6 +267,13 @@ impl Kala {
                 .or_default()
                 .push("enabled = false".into());
         }
+        // Nor about SPF/DKIM/DMARC, which would ask the system's resolver (no network here).
+        if !settings.iter().any(|(section, _)| *section == "auth") {
+            sections
+                .entry("auth")
+                .or_default()
+                .push("enabled = false".into());
+        }
         for (section, line) in settings {
             sections.entry(section).or_default().push(line.to_string());
         }
@@ -353,6 +360,23 @@ pub struct Client<S> {
 }
 
 impl Client<TcpStream> {
+    /// Connects from `source` (any 127.0.0.0/8 address works on loopback, which lets a test
+    /// be a blocklisted client); returns the client and the greeting, whatever it was.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+    ) -> (Client<TcpStream>, String) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = Client {
+            stream: BufReader::new(stream),
+        };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
     pub async fn connect(addr: SocketAddr) -> Client<TcpStream> {
         let stream = TcpStream::connect(addr).await.unwrap();
         // As a real MTA does: without it, a message sent in pieces waits on delayed ACKs

@@ -163,3 +163,197 @@ async fn ipv6_clients_are_looked_up_by_nibbles() {
     let names: Vec<String> = outcome.symbols.iter().map(|s| s.to_string()).collect();
     assert_eq!(names, ["RBL_BL(3.00)"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// SPF, DKIM, DMARC
+
+/// Kala with SPF/DKIM/DMARC on, asking the test DNS server.
+async fn kala_with_auth(sink: &Sink, dns: &DnsServer) -> Kala {
+    let servers = format!("servers = [\"{}\"]", dns.addr);
+    Kala::start(
+        sink.addr,
+        &[("dns", servers.as_str()), ("auth", "enabled = true")],
+    )
+    .await
+}
+
+fn message_from(from: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: it@prokuroria.example\r\nSubject: auth\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <auth@sender.test>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `message` from 127.0.0.1 with `sender`; returns the final reply and, when relayed,
+/// the header lines Kala added.
+async fn send_as(kala: &Kala, sink: &Sink, sender: &str, message: &[u8]) -> (String, String) {
+    let before = sink.deliveries().len();
+    let mut client = kala.client().await;
+    let reply = client
+        .send_mail(sender, &["it@prokuroria.example"], message)
+        .await;
+    if !reply.starts_with("250") {
+        return (reply, String::new());
+    }
+    let delivered = sink.wait_for(before + 1).await;
+    let (added, _) = split_added_headers(&delivered[before].data);
+    (reply, added)
+}
+
+#[tokio::test]
+async fn spf_pass_fail_and_softfail_become_symbols_and_a_results_header() {
+    let dns = DnsServer::start(&[]).await;
+    let sink = Sink::start().await;
+    let kala = kala_with_auth(&sink, &dns).await;
+
+    let (_, pass) = send_as(
+        &kala,
+        &sink,
+        "a@pass.sender.test",
+        &message_from("a@pass.sender.test", "x"),
+    )
+    .await;
+    assert!(pass.contains("SPF_PASS"), "{pass}");
+    assert!(
+        pass.contains("Authentication-Results: kala.test;"),
+        "{pass}"
+    );
+    assert!(pass.contains("spf=pass"), "{pass}");
+
+    let (_, fail) = send_as(
+        &kala,
+        &sink,
+        "a@fail.sender.test",
+        &message_from("a@fail.sender.test", "x"),
+    )
+    .await;
+    assert!(fail.contains("SPF_FAIL(2.00)"), "{fail}");
+    assert!(fail.contains("spf=fail"), "{fail}");
+
+    let (_, soft) = send_as(
+        &kala,
+        &sink,
+        "a@soft.sender.test",
+        &message_from("a@soft.sender.test", "x"),
+    )
+    .await;
+    assert!(soft.contains("SPF_SOFTFAIL"), "{soft}");
+    assert!(soft.contains("spf=softfail"), "{soft}");
+}
+
+#[tokio::test]
+async fn dmarc_reject_policy_is_honoured_by_default() {
+    let dns = DnsServer::start(&[]).await;
+    let sink = Sink::start().await;
+    let kala = kala_with_auth(&sink, &dns).await;
+    // SPF fails for strict.sender.test, there is no signature, and its policy says reject.
+    let (reply, _) = send_as(
+        &kala,
+        &sink,
+        "a@strict.sender.test",
+        &message_from("a@strict.sender.test", "x"),
+    )
+    .await;
+    assert!(reply.starts_with("550"), "{reply}");
+    assert!(reply.contains("DMARC_REJECT_POLICY"), "{reply}");
+    assert!(sink.deliveries().is_empty());
+}
+
+#[tokio::test]
+async fn dmarc_reject_action_is_configurable() {
+    let dns = DnsServer::start(&[]).await;
+    let sink = Sink::start().await;
+    let servers = format!("servers = [\"{}\"]", dns.addr);
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("dns", servers.as_str()),
+            ("auth", "enabled = true"),
+            ("auth", "dmarc_reject_action = \"quarantine\""),
+        ],
+    )
+    .await;
+    let reply = kala
+        .client()
+        .await
+        .send_mail(
+            "a@strict.sender.test",
+            &["it@prokuroria.example"],
+            &message_from("a@strict.sender.test", "x"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let held = kala.quarantined().await;
+    assert_eq!(held.len(), 1);
+    assert!(
+        held[0].record.to_string().contains("DMARC_REJECT_POLICY"),
+        "{}",
+        held[0].record
+    );
+}
+
+/// A DKIM key made for this test, its DNS record, and a signer.
+fn dkim_key() -> (Vec<u8>, String) {
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    let pkcs8 = mail_auth::common::crypto::Ed25519Key::generate_pkcs8().unwrap();
+    let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+    let p = base64::engine::general_purpose::STANDARD.encode(public.public_key().as_ref());
+    (
+        pkcs8,
+        format!("test._domainkey.signed IN TXT \"v=DKIM1; k=ed25519; p={p}\""),
+    )
+}
+
+fn signed(pkcs8: &[u8], message: &[u8]) -> Vec<u8> {
+    use mail_auth::common::headers::HeaderWriter;
+    let key = mail_auth::common::crypto::Ed25519Key::from_pkcs8_der(pkcs8).unwrap();
+    let signature = mail_auth::dkim::DkimSigner::from_key(key)
+        .domain("signed.sender.test")
+        .selector("test")
+        .headers(["From", "To", "Subject", "Date", "Message-ID"])
+        .sign(message)
+        .unwrap();
+    let mut out = signature.to_header().into_bytes();
+    out.extend_from_slice(message);
+    out
+}
+
+#[tokio::test]
+async fn a_dkim_signature_verifies_and_fails_after_the_body_changes() {
+    let (pkcs8, record) = dkim_key();
+    let dns = DnsServer::start(&[("sender.test", record)]).await;
+    let sink = Sink::start().await;
+    let servers = format!("servers = [\"{}\"]", dns.addr);
+    // DMARC failures only score here, so the tampered copy is relayed and its symbols seen.
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("dns", servers.as_str()),
+            ("auth", "enabled = true"),
+            ("auth", "dmarc_reject_action = \"accept\""),
+        ],
+    )
+    .await;
+
+    // SPF fails for signed.sender.test from 127.0.0.1, but the aligned signature carries DMARC.
+    let good = signed(
+        &pkcs8,
+        &message_from("a@signed.sender.test", "the original body"),
+    );
+    let (reply, added) = send_as(&kala, &sink, "a@signed.sender.test", &good).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(added.contains("DKIM_VALID"), "{added}");
+    assert!(added.contains("DMARC_PASS"), "{added}");
+    assert!(added.contains("dkim=pass"), "{added}");
+    assert!(added.contains("dmarc=pass"), "{added}");
+
+    // The same signature over a changed body: invalid, and DMARC (p=reject) now fails.
+    let text = String::from_utf8(good).unwrap();
+    let tampered = text.replace("the original body", "a changed body");
+    let (reply, added) = send_as(&kala, &sink, "a@signed.sender.test", tampered.as_bytes()).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(added.contains("DKIM_INVALID"), "{added}");
+    assert!(added.contains("DMARC_REJECT_POLICY"), "{added}");
+    assert!(added.contains("dmarc=fail"), "{added}");
+}

@@ -189,6 +189,15 @@ fn dkim_symbol(outputs: &[mail_auth::DkimOutput<'_>]) -> Option<Symbol> {
             "The DKIM key could not be fetched (DNS error)",
             e.to_string(),
         ),
+        // mail-auth calls a body hash mismatch "neutral"; it means the signed body changed.
+        DkimResult::Neutral(
+            e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch),
+        ) => (
+            "DKIM_INVALID",
+            1.0,
+            "The DKIM signature does not verify: the message changed or the signature is forged",
+            e.to_string(),
+        ),
         DkimResult::Neutral(e) => (
             "DKIM_NEUTRAL",
             0.0,

@@ -486,6 +486,7 @@ pub fn split_added_headers(data: &[u8]) -> (String, Vec<u8>) {
     for line in text.split_inclusive("\r\n") {
         let is_continuation = line.starts_with(' ') || line.starts_with('\t');
         if line.starts_with("Received: ")
+            || line.starts_with("Authentication-Results: ")
             || line.starts_with("X-Kala-")
             || (in_added && is_continuation)
         {

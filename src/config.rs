@@ -168,6 +168,10 @@ struct RawSmtp {
     data_timeout: Option<Duration>,
     #[serde(with = "humantime_serde::option")]
     shutdown_grace: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    greet_delay: Option<Duration>,
+    pregreet_reject: Option<bool>,
+    helo_reject: Option<Vec<String>>,
     tls: RawSmtpTls,
 }
 
@@ -400,6 +404,13 @@ pub struct SmtpSettings {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How long the greeting waits; a client that talks in that time is a pregreeter.
+    pub greet_delay: Duration,
+    /// Refuse a pregreeting client (554) instead of only scoring it.
+    pub pregreet_reject: bool,
+    /// HELO shapes refused at once (`forged`, `bare_ip`, `not_fqdn`, `localhost`); the others
+    /// only score.
+    pub helo_reject: Vec<String>,
     pub tls: SmtpTlsSettings,
 }
 
@@ -574,6 +585,25 @@ impl Settings {
             command_timeout: raw.smtp.command_timeout.unwrap_or(Duration::from_secs(300)),
             data_timeout: raw.smtp.data_timeout.unwrap_or(Duration::from_secs(180)),
             shutdown_grace: raw.smtp.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            greet_delay: raw.smtp.greet_delay.unwrap_or(Duration::ZERO),
+            pregreet_reject: raw.smtp.pregreet_reject.unwrap_or(false),
+            helo_reject: match raw.smtp.helo_reject {
+                None => Vec::new(),
+                Some(kinds) => {
+                    for kind in &kinds {
+                        if !crate::checks::HELO_SHAPES.contains(&kind.as_str()) {
+                            return Err(fail(
+                                "smtp.helo_reject",
+                                format!(
+                                    "`{kind}` is not one of {}",
+                                    crate::checks::HELO_SHAPES.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    kinds
+                }
+            },
             tls: SmtpTlsSettings {
                 enabled: raw.smtp.tls.enabled.unwrap_or(true),
                 cert_and_key,

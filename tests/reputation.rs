@@ -357,3 +357,91 @@ async fn a_dkim_signature_verifies_and_fails_after_the_body_changes() {
     assert!(added.contains("DMARC_REJECT_POLICY"), "{added}");
     assert!(added.contains("dmarc=fail"), "{added}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection behaviour
+
+/// Connects and writes `early` before waiting for anything; returns the client and the
+/// first reply (the greeting or a refusal).
+async fn connect_talking(kala: &Kala, early: &[u8]) -> (Client<tokio::net::TcpStream>, String) {
+    let stream = tokio::net::TcpStream::connect(kala.addr).await.unwrap();
+    let mut client = Client {
+        stream: tokio::io::BufReader::new(stream),
+    };
+    client.send(early).await;
+    let first = client.reply().await;
+    (client, first)
+}
+
+#[tokio::test]
+async fn a_client_that_talks_before_the_greeting_is_scored() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(sink.addr, &[("smtp", "greet_delay = \"300ms\"")]).await;
+
+    let (mut bot, greeting) = connect_talking(&kala, b"EHLO bot.example\r\n").await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    // Its early EHLO is answered like a pipelined command.
+    let ehlo = bot.reply().await;
+    assert!(ehlo.starts_with("250"), "{ehlo}");
+    bot.expect("MAIL FROM:<bot@sender.example>", "250").await;
+    bot.expect("RCPT TO:<it@prokuroria.example>", "250").await;
+    bot.expect("DATA", "354").await;
+    bot.send(&support::dot_stuff(&clean_message("early", "hi")))
+        .await;
+    bot.expect(".", "250").await;
+    let (added, _) = split_added_headers(&sink.wait_for(1).await[0].data);
+    assert!(added.contains("KALA_PREGREET(3.00)"), "{added}");
+
+    // A client that waits for the greeting is not.
+    let polite = symbols_for(&kala, &sink, "127.0.0.1").await;
+    assert!(!polite.contains("KALA_PREGREET"), "{polite}");
+}
+
+#[tokio::test]
+async fn a_pregreeting_client_can_be_refused() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("smtp", "greet_delay = \"300ms\""),
+            ("smtp", "pregreet_reject = true"),
+        ],
+    )
+    .await;
+    let (mut bot, first) = connect_talking(&kala, b"EHLO bot.example\r\n").await;
+    assert!(first.starts_with("554 5.5.1"), "{first}");
+    assert_eq!(bot.reply().await, "<closed>");
+    // A client that waits is greeted after the delay.
+    let (_, greeting) = Client::connect_from(kala.addr, ip("127.0.0.1")).await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+}
+
+#[tokio::test]
+async fn a_helo_claiming_to_be_the_gateway_is_scored_or_refused() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(sink.addr, &[]).await;
+    let mut client = kala.client().await;
+    client.expect("EHLO kala.test", "250").await;
+    client.expect("MAIL FROM:<a@sender.example>", "250").await;
+    client
+        .expect("RCPT TO:<it@prokuroria.example>", "250")
+        .await;
+    client.expect("DATA", "354").await;
+    client
+        .send(&support::dot_stuff(&clean_message("forged helo", "hi")))
+        .await;
+    client.expect(".", "250").await;
+    let (added, _) = split_added_headers(&sink.wait_for(1).await[0].data);
+    assert!(added.contains("KALA_HELO_FORGED(3.00)"), "{added}");
+
+    let strict = Kala::start(
+        sink.addr,
+        &[("smtp", "helo_reject = [\"forged\", \"bare_ip\"]")],
+    )
+    .await;
+    let mut client = strict.client().await;
+    client.expect("EHLO kala.test", "554 5.7.1").await;
+    client.expect("EHLO 192.0.2.7", "554 5.7.1").await;
+    // A proper name still works on the same connection.
+    client.expect("EHLO mail.sender.example", "250").await;
+}

@@ -30,7 +30,7 @@ pub use attachments::Attachments;
 pub use authentication::Authentication;
 pub use dnsbl::Dnsbl;
 pub use headers::HeaderStructure;
-pub use helo::HeloName;
+pub use helo::{HELO_SHAPES, HeloName};
 pub use lists::SenderLists;
 pub use rules::SpamRules;
 
@@ -145,8 +145,11 @@ impl Pipeline {
 
     /// The pipeline with an already loaded rule set (shared with whoever reloads it).
     pub fn with_rules(settings: &Settings, rules: Arc<SpamRules>) -> Pipeline {
-        let mut checks: Vec<Arc<dyn Check>> =
-            vec![Arc::new(HeloName), Arc::new(HeaderStructure), rules.clone()];
+        let mut checks: Vec<Arc<dyn Check>> = vec![
+            Arc::new(HeloName::new(&settings.smtp)),
+            Arc::new(HeaderStructure),
+            rules.clone(),
+        ];
         checks.push(Arc::new(Attachments::new(
             settings.attachments.policy.clone(),
             settings.attachments.max_parts,

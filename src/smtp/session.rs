@@ -112,6 +112,7 @@ impl Session {
             return Err(Closed);
         }
         self.connection_symbols = outcome.symbols;
+        self.wait_for_pregreet().await?;
         let greeting = format!("{} ESMTP Kala", self.shared.settings.smtp.hostname);
         self.reply(Reply::plain(220, vec![greeting]));
 
@@ -132,6 +133,46 @@ impl Session {
                     self.reply(syntax_error_reply(error));
                     self.count_error()?;
                 }
+            }
+        }
+    }
+
+    /// Holds the greeting for `smtp.greet_delay`. A real MTA waits for it (RFC 5321 §3.1);
+    /// bots that blast their commands at once talk into the silence, as Postfix's postscreen
+    /// found. What they sent stays in the buffer and is answered like pipelined commands.
+    async fn wait_for_pregreet(&mut self) -> Result<(), Closed> {
+        let smtp = &self.shared.settings.smtp;
+        if smtp.greet_delay.is_zero() {
+            return Ok(());
+        }
+        let reject = smtp.pregreet_reject;
+        self.rbuf.reserve(4096);
+        let read = tokio::time::timeout(smtp.greet_delay, self.io.read_buf(&mut self.rbuf));
+        match read.await {
+            Err(_) => Ok(()),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(Closed),
+            Ok(Ok(_)) => {
+                let said = String::from_utf8_lossy(&self.rbuf[..self.rbuf.len().min(40)])
+                    .escape_debug()
+                    .to_string();
+                tracing::info!(client = %self.peer.ip(), said, "client talked before the greeting");
+                if reject {
+                    self.reply(Reply::new(
+                        554,
+                        (5, 5, 1),
+                        "Protocol error: commands sent before the greeting",
+                    ));
+                    return Err(Closed);
+                }
+                self.connection_symbols.push(
+                    Symbol::new(
+                        "KALA_PREGREET",
+                        3.0,
+                        "The client talked before the greeting, as spam bots do",
+                    )
+                    .with_detail(said),
+                );
+                Ok(())
             }
         }
     }

@@ -146,8 +146,8 @@ mod tests {
     #[tokio::test]
     async fn only_the_configured_shapes_are_refused() {
         let c = check(&["forged", "bare_ip"]);
-        assert_eq!(outcome(&c, "mx.prokuroria.example").await.1, true);
-        assert_eq!(outcome(&c, "192.0.2.1").await.1, true);
+        assert!(outcome(&c, "mx.prokuroria.example").await.1);
+        assert!(outcome(&c, "192.0.2.1").await.1);
         assert_eq!(
             outcome(&c, "desktop").await,
             (vec!["KALA_HELO_NOT_FQDN".to_string()], false)

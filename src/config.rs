@@ -44,6 +44,46 @@ struct RawConfig {
     dns: RawDns,
     dnsbl: RawDnsbl,
     auth: RawAuth,
+    greylist: RawGreylist,
+    ratelimit: RawRateLimit,
+    state: RawState,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGreylist {
+    enabled: Option<bool>,
+    #[serde(with = "humantime_serde::option")]
+    delay: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    retry_window: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    pass_ttl: Option<Duration>,
+    auto_allow: Option<bool>,
+    skip_spf_pass: Option<bool>,
+    skip_networks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimit {
+    client: Option<RawRate>,
+    sender: Option<RawRate>,
+    skip_networks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    messages: u64,
+    #[serde(with = "humantime_serde")]
+    per: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawState {
+    redis: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,6 +341,48 @@ pub struct Settings {
     pub dns: DnsSettings,
     pub dnsbl: DnsblSettings,
     pub auth: AuthSettings,
+    pub greylist: GreylistSettings,
+    pub ratelimit: RateLimitSettings,
+    /// Where greylisting and rate counters live when several nodes share them.
+    pub state: StateSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct GreylistSettings {
+    pub enabled: bool,
+    /// A retry is accepted this long after the first attempt.
+    pub delay: Duration,
+    /// A first attempt not retried within this is forgotten.
+    pub retry_window: Duration,
+    /// How long a triplet (and an auto-allowed client network) stays accepted.
+    pub pass_ttl: Duration,
+    /// A client network that retried once is accepted for any sender and recipient.
+    pub auto_allow: bool,
+    /// A sender whose SPF passes for the client is not greylisted.
+    pub skip_spf_pass: bool,
+    pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub messages: u64,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitSettings {
+    /// Messages (MAIL commands) per client address.
+    pub client: Option<Rate>,
+    /// Messages per envelope sender.
+    pub sender: Option<Rate>,
+    pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateSettings {
+    /// `redis://HOST:PORT/DB`: greylisting and rate counters shared by several gateways.
+    /// Without it, greylisting lives in the store and rate counters in memory.
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -826,6 +908,8 @@ impl Settings {
         }
         let (dns, dnsbl, auth) =
             reputation_from_raw(raw.dns, raw.dnsbl, raw.auth, &mut force_actions, &fail)?;
+        let (greylist, ratelimit, state) =
+            behaviour_from_raw(raw.greylist, raw.ratelimit, raw.state, &fail)?;
         let policy = Policy {
             tag_score: tag,
             quarantine_score: quarantine,
@@ -906,6 +990,9 @@ impl Settings {
             dns,
             dnsbl,
             auth,
+            greylist,
+            ratelimit,
+            state,
             data_dir,
             web,
             store,
@@ -1032,31 +1119,7 @@ fn reputation_from_raw(
             other_weight,
         });
     }
-    let skip_networks = raw_dnsbl
-        .skip_networks
-        .unwrap_or_else(|| {
-            [
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "fc00::/7",
-                "fe80::/10",
-            ]
-            .map(String::from)
-            .to_vec()
-        })
-        .iter()
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    fail(
-                        "dnsbl.skip_networks",
-                        format!("`{n}` is not a network like 10.0.0.0/8"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let skip_networks = networks(raw_dnsbl.skip_networks, "dnsbl.skip_networks", fail)?;
     if let Some(at) = raw_dnsbl.reject_at
         && at <= 0.0
     {
@@ -1082,6 +1145,94 @@ fn reputation_from_raw(
         enabled: raw_auth.enabled.unwrap_or(true),
     };
     Ok((dns, dnsbl, auth))
+}
+
+/// A list of networks (`10.0.0.0/8`, or a single address); internal ranges when not set.
+fn networks(
+    raw: Option<Vec<String>>,
+    key: &str,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.unwrap_or_else(|| {
+        [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+            "fe80::/10",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+    .iter()
+    .map(|n| {
+        n.parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| fail(key, format!("`{n}` is not a network like 10.0.0.0/8")))
+    })
+    .collect()
+}
+
+/// The `[greylist]`, `[ratelimit]` and `[state]` sections, validated.
+fn behaviour_from_raw(
+    raw_grey: RawGreylist,
+    raw_rate: RawRateLimit,
+    raw_state: RawState,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(GreylistSettings, RateLimitSettings, StateSettings), ConfigError> {
+    let greylist = GreylistSettings {
+        enabled: raw_grey.enabled.unwrap_or(false),
+        delay: raw_grey.delay.unwrap_or(Duration::from_secs(300)),
+        retry_window: raw_grey
+            .retry_window
+            .unwrap_or(Duration::from_secs(4 * 3600)),
+        pass_ttl: raw_grey
+            .pass_ttl
+            .unwrap_or(Duration::from_secs(36 * 86_400)),
+        auto_allow: raw_grey.auto_allow.unwrap_or(true),
+        skip_spf_pass: raw_grey.skip_spf_pass.unwrap_or(true),
+        skip_networks: networks(raw_grey.skip_networks, "greylist.skip_networks", fail)?,
+    };
+    if greylist.retry_window <= greylist.delay {
+        return Err(fail(
+            "greylist.retry_window",
+            "must be longer than greylist.delay, or no retry could ever pass".into(),
+        ));
+    }
+    let rate = |raw: Option<RawRate>, key: &str| -> Result<Option<Rate>, ConfigError> {
+        match raw {
+            None => Ok(None),
+            Some(r) if r.messages == 0 || r.per < Duration::from_secs(1) => Err(fail(
+                key,
+                "needs messages > 0 and per of at least 1s, e.g. { messages = 100, per = \"1m\" }"
+                    .into(),
+            )),
+            Some(r) => Ok(Some(Rate {
+                messages: r.messages,
+                per: r.per,
+            })),
+        }
+    };
+    let ratelimit = RateLimitSettings {
+        client: rate(raw_rate.client, "ratelimit.client")?,
+        sender: rate(raw_rate.sender, "ratelimit.sender")?,
+        skip_networks: networks(raw_rate.skip_networks, "ratelimit.skip_networks", fail)?,
+    };
+    let redis = raw_state.redis.filter(|r| !r.is_empty());
+    if let Some(url) = &redis
+        && !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://"))
+    {
+        return Err(fail(
+            "state.redis",
+            format!(
+                "`{}` is not a redis://HOST:PORT/DB URL",
+                crate::store::redact(url)
+            ),
+        ));
+    }
+    Ok((greylist, ratelimit, StateSettings { redis }))
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ impl Check for Dnsbl {
         {
             tracing::info!(client = %ip, weight = total, "connection refused by DNS blocklists");
             outcome.refusal = Some(Refusal {
-                permanent: true,
+                code: 554,
                 text: "Service refused: the sending address has a poor reputation".into(),
             });
         }

@@ -89,7 +89,7 @@ impl Check for HeloName {
             return Ok(Outcome::default());
         };
         let refusal = self.reject.iter().any(|r| r == shape).then(|| Refusal {
-            permanent: true,
+            code: 554,
             text: "Invalid HELO name (RFC 5321 4.1.1.1)".into(),
         });
         Ok(Outcome {

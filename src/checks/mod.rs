@@ -9,9 +9,11 @@ mod antivirus;
 mod attachments;
 mod authentication;
 mod dnsbl;
+mod greylist;
 mod headers;
 mod helo;
 mod lists;
+mod ratelimit;
 mod rules;
 
 use std::sync::Arc;
@@ -29,9 +31,11 @@ pub use antivirus::{Antivirus, PASSED_UNSCANNED, unscanned};
 pub use attachments::Attachments;
 pub use authentication::Authentication;
 pub use dnsbl::Dnsbl;
+pub use greylist::Greylist;
 pub use headers::HeaderStructure;
 pub use helo::{HELO_SHAPES, HeloName};
 pub use lists::SenderLists;
+pub use ratelimit::RateLimit;
 pub use rules::SpamRules;
 
 /// When in the SMTP dialogue a check runs.
@@ -86,8 +90,8 @@ impl CpuSlots {
 /// A check may refuse outright before DATA (e.g. a blocklisted client).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// 5xx when true, 4xx otherwise.
-    pub permanent: bool,
+    /// The SMTP code: 554/550 refuse for good, 450/451 ask the sender to retry later.
+    pub code: u16,
     /// Shown to the sender: say why, leak no configuration.
     pub text: String,
 }

@@ -55,7 +55,7 @@ impl Shared {
             store.clone(),
         )));
         let health = std::sync::Arc::new(crate::health::Health::default());
-        add_reputation_checks(&mut pipeline, &settings, &health)?;
+        add_reputation_checks(&mut pipeline, &settings, &health, &store).await?;
         let quarantine = Quarantine::new(store, settings.quarantine.retention);
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
@@ -82,16 +82,50 @@ impl Shared {
 
 /// The checks that ask DNS: blocklists at connect, SPF/DKIM/DMARC/ARC at DATA. Not part of
 /// `Pipeline::new`, so offline scans (`kala scan`, `kala eval`) never wait on the network.
-fn add_reputation_checks(
+async fn add_reputation_checks(
     pipeline: &mut Pipeline,
     settings: &Settings,
     health: &std::sync::Arc<crate::health::Health>,
+    store: &crate::store::Store,
 ) -> anyhow::Result<()> {
+    use crate::store::state::{GreylistState, MemoryCounters, RateCounters};
     use std::sync::Arc;
-    if settings.dnsbl.lists.is_empty() && !settings.auth.enabled {
-        return Ok(());
+    let rates = &settings.ratelimit;
+    let limits_rates = rates.client.is_some() || rates.sender.is_some();
+    let (greylist_state, counters): (Arc<dyn GreylistState>, Arc<dyn RateCounters>) =
+        match &settings.state.redis {
+            Some(url) if settings.greylist.enabled || limits_rates => {
+                let redis = Arc::new(crate::store::redis::RedisState::connect(url).await?);
+                (redis.clone(), redis)
+            }
+            _ => (Arc::new(store.clone()), Arc::new(MemoryCounters::default())),
+        };
+    if limits_rates {
+        pipeline.add_check(Arc::new(crate::checks::RateLimit::new(
+            counters,
+            rates.clone(),
+        )));
     }
-    let dns = crate::dns::Dns::new(&settings.dns)?;
+    let needs_dns = !settings.dnsbl.lists.is_empty()
+        || settings.auth.enabled
+        || (settings.greylist.enabled && settings.greylist.skip_spf_pass);
+    let dns = if needs_dns {
+        Some(crate::dns::Dns::new(&settings.dns)?)
+    } else {
+        None
+    };
+    if settings.greylist.enabled {
+        pipeline.add_check(Arc::new(crate::checks::Greylist::new(
+            greylist_state.clone(),
+            settings.greylist.clone(),
+            store.clone(),
+            dns.clone(),
+        )));
+        spawn_greylist_purge(greylist_state);
+    }
+    let Some(dns) = dns else {
+        return Ok(());
+    };
     if !settings.dnsbl.lists.is_empty() {
         pipeline.add_check(Arc::new(crate::checks::Dnsbl::new(
             dns.clone(),
@@ -106,4 +140,17 @@ fn add_reputation_checks(
         )));
     }
     Ok(())
+}
+
+/// Forgets expired greylisting entries once an hour (Redis expires its own keys).
+fn spawn_greylist_purge(state: std::sync::Arc<dyn crate::store::state::GreylistState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.grey_purge(crate::store::now()).await {
+                tracing::warn!(error = %e, "greylist purge failed");
+            }
+        }
+    });
 }

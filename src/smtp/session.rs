@@ -893,11 +893,8 @@ fn downstream_unavailable() -> Reply {
 }
 
 fn refusal_reply(refusal: &Refusal) -> Reply {
-    if refusal.permanent {
-        Reply::new(554, (5, 7, 1), refusal.text.clone())
-    } else {
-        Reply::new(450, (4, 7, 1), refusal.text.clone())
-    }
+    let class = if refusal.code >= 500 { 5 } else { 4 };
+    Reply::new(refusal.code, (class, 7, 1), refusal.text.clone())
 }
 
 fn syntax_error_reply(error: smtp_proto::Error) -> Reply {

@@ -94,6 +94,15 @@ const STEPS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     CREATE INDEX sender_lists_sender ON sender_lists (sender);",
+    // 4: greylisting: one row per (client network, sender, recipient) and per auto-allowed
+    // client network.
+    "CREATE TABLE greylist (
+        key TEXT PRIMARY KEY,
+        first_seen BIGINT NOT NULL,
+        passed INTEGER NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX greylist_expires ON greylist (expires_at);",
 ];
 
 /// The schema version this build expects.

@@ -8,6 +8,8 @@
 pub mod audit;
 pub mod lists;
 mod migrations;
+pub mod redis;
+pub mod state;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -43,6 +43,7 @@ struct RawConfig {
     web: RawWeb,
     dns: RawDns,
     dnsbl: RawDnsbl,
+    uribl: RawUribl,
     auth: RawAuth,
     greylist: RawGreylist,
     ratelimit: RawRateLimit,
@@ -110,6 +111,13 @@ struct RawDnsblList {
     zone: String,
     #[serde(default)]
     weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUribl {
+    max_domains: Option<usize>,
+    lists: Vec<RawDnsblList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +348,7 @@ pub struct Settings {
     pub web: WebSettings,
     pub dns: DnsSettings,
     pub dnsbl: DnsblSettings,
+    pub uribl: UriblSettings,
     pub auth: AuthSettings,
     pub greylist: GreylistSettings,
     pub ratelimit: RateLimitSettings,
@@ -403,6 +412,15 @@ pub struct DnsblSettings {
     pub reject_at: Option<f64>,
     /// Clients never looked up (internal networks).
     pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+/// Domain blocklists (URIBL, DBL) asked with the registrable domains of a message's links
+/// and of its sender.
+#[derive(Debug, Clone, Default)]
+pub struct UriblSettings {
+    pub lists: Vec<DnsblList>,
+    /// Distinct domains looked up per message; the rest are skipped (and said so).
+    pub max_domains: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -908,6 +926,10 @@ impl Settings {
         }
         let (dns, dnsbl, auth) =
             reputation_from_raw(raw.dns, raw.dnsbl, raw.auth, &mut force_actions, &fail)?;
+        let uribl = UriblSettings {
+            lists: blocklists(raw.uribl.lists, "uribl", "URIBL_", &fail)?,
+            max_domains: raw.uribl.max_domains.unwrap_or(20),
+        };
         let (greylist, ratelimit, state) =
             behaviour_from_raw(raw.greylist, raw.ratelimit, raw.state, &fail)?;
         let policy = Policy {
@@ -989,6 +1011,7 @@ impl Settings {
             source: file.to_string(),
             dns,
             dnsbl,
+            uribl,
             auth,
             greylist,
             ratelimit,
@@ -1072,9 +1095,45 @@ fn reputation_from_raw(
         cache_size: raw_dns.cache_size.unwrap_or(8192),
     };
 
+    let lists = blocklists(raw_dnsbl.lists, "dnsbl", "RBL_", fail)?;
+    let skip_networks = networks(raw_dnsbl.skip_networks, "dnsbl.skip_networks", fail)?;
+    if let Some(at) = raw_dnsbl.reject_at
+        && at <= 0.0
+    {
+        return Err(fail("dnsbl.reject_at", "must be greater than zero".into()));
+    }
+    let dnsbl = DnsblSettings {
+        lists,
+        reject_at: raw_dnsbl.reject_at,
+        skip_networks,
+    };
+
+    force_actions
+        .entry("DMARC_REJECT_POLICY".into())
+        .or_insert(raw_auth.dmarc_reject_action.unwrap_or(Action::Reject));
+    force_actions
+        .entry("DMARC_QUARANTINE_POLICY".into())
+        .or_insert(
+            raw_auth
+                .dmarc_quarantine_action
+                .unwrap_or(Action::Quarantine),
+        );
+    let auth = AuthSettings {
+        enabled: raw_auth.enabled.unwrap_or(true),
+    };
+    Ok((dns, dnsbl, auth))
+}
+
+/// DNS blocklists as `[dnsbl]` and `[uribl]` list them; symbols are `PREFIX` + name.
+fn blocklists(
+    raw: Vec<RawDnsblList>,
+    section: &str,
+    prefix: &str,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<DnsblList>, ConfigError> {
     let mut lists = Vec::new();
-    for (i, list) in raw_dnsbl.lists.into_iter().enumerate() {
-        let key = format!("dnsbl.lists[{i}]");
+    for (i, list) in raw.into_iter().enumerate() {
+        let key = format!("{section}.lists[{i}]");
         if !crate::verdict::is_symbol_name(&list.name) {
             return Err(fail(
                 &format!("{key}.name"),
@@ -1113,38 +1172,13 @@ fn reputation_from_raw(
             other_weight = Some(1.0);
         }
         lists.push(DnsblList {
-            symbol: format!("RBL_{}", list.name),
+            symbol: format!("{prefix}{}", list.name),
             zone: list.zone.trim_end_matches('.').to_ascii_lowercase(),
             weights,
             other_weight,
         });
     }
-    let skip_networks = networks(raw_dnsbl.skip_networks, "dnsbl.skip_networks", fail)?;
-    if let Some(at) = raw_dnsbl.reject_at
-        && at <= 0.0
-    {
-        return Err(fail("dnsbl.reject_at", "must be greater than zero".into()));
-    }
-    let dnsbl = DnsblSettings {
-        lists,
-        reject_at: raw_dnsbl.reject_at,
-        skip_networks,
-    };
-
-    force_actions
-        .entry("DMARC_REJECT_POLICY".into())
-        .or_insert(raw_auth.dmarc_reject_action.unwrap_or(Action::Reject));
-    force_actions
-        .entry("DMARC_QUARANTINE_POLICY".into())
-        .or_insert(
-            raw_auth
-                .dmarc_quarantine_action
-                .unwrap_or(Action::Quarantine),
-        );
-    let auth = AuthSettings {
-        enabled: raw_auth.enabled.unwrap_or(true),
-    };
-    Ok((dns, dnsbl, auth))
+    Ok(lists)
 }
 
 /// A list of networks (`10.0.0.0/8`, or a single address); internal ranges when not set.

@@ -445,3 +445,68 @@ async fn a_helo_claiming_to_be_the_gateway_is_scored_or_refused() {
     // A proper name still works on the same connection.
     client.expect("EHLO mail.sender.example", "250").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Domain blocklists
+
+const DBL: &str = r#"lists = [
+  { name = "DBL", zone = "dbl.test", weights = { "127.0.1.2" = 4.0, "127.0.1.4" = 6.0 } },
+]"#;
+
+#[tokio::test]
+async fn linked_domains_are_looked_up_by_their_registrable_domain() {
+    let dns = DnsServer::start(&[]).await;
+    let sink = Sink::start().await;
+    let servers = format!("servers = [\"{}\"]", dns.addr);
+    let kala = Kala::start(sink.addr, &[("dns", servers.as_str()), ("uribl", DBL)]).await;
+
+    let body = "Offer: http://www.deals.spam.test/buy and https://login.phish.test/x and \
+                http://192.0.2.9/ and http://fine.example.org/";
+    let (reply, added) = send_as(
+        &kala,
+        &sink,
+        "a@pass.sender.test",
+        &message_from("a@pass.sender.test", body),
+    )
+    .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // The heaviest listing scores; every listed domain is named.
+    assert!(added.contains("URIBL_DBL(6.00)"), "{added}");
+
+    let (_, clean) = send_as(
+        &kala,
+        &sink,
+        "a@pass.sender.test",
+        &message_from("a@pass.sender.test", "see http://fine.example.org/"),
+    )
+    .await;
+    assert!(!clean.contains("URIBL_"), "{clean}");
+}
+
+#[tokio::test]
+async fn domain_lookups_per_message_are_capped() {
+    let dns = DnsServer::start(&[]).await;
+    let sink = Sink::start().await;
+    let servers = format!("servers = [\"{}\"]", dns.addr);
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("dns", servers.as_str()),
+            ("uribl", DBL),
+            ("uribl", "max_domains = 2"),
+        ],
+    )
+    .await;
+    let body = "http://one.example.org/ http://two.example.net/ http://spam.test/";
+    let (_, added) = send_as(
+        &kala,
+        &sink,
+        "a@pass.sender.test",
+        &message_from("a@pass.sender.test", body),
+    )
+    .await;
+    // The sender's domain and one.example.org fill the cap: spam.test is never asked.
+    assert!(added.contains("URIBL_CAPPED"), "{added}");
+    assert!(!added.contains("URIBL_DBL("), "{added}");
+    assert!(dns.queries() <= 2, "{} queries", dns.queries());
+}

@@ -27,49 +27,6 @@ impl Dnsbl {
             health,
         }
     }
-
-    /// What one list's answer means: its symbol (if any) and its weight.
-    fn judge(&self, list: &DnsblList, ip: IpAddr, answer: Answer) -> Option<(Symbol, f64)> {
-        let Answer::Listed(addresses) = answer else {
-            return None;
-        };
-        // 127.255.255.0/24 is how blocklists say "your resolver may not ask" (Spamhaus uses
-        // .252, .254 and .255): it is not a listing, and every later listing is lost too.
-        if let Some(refused) = addresses.iter().find(|a| is_refusal(**a)) {
-            self.health.dnsbl_refused(&list.zone, *refused);
-            let symbol = Symbol::new(
-                format!("{}_REFUSED", list.symbol),
-                0.0,
-                "The blocklist refused to answer Kala's resolver",
-            )
-            .with_detail(format!("{} answered {refused}", list.zone));
-            return Some((symbol, 0.0));
-        }
-        let mut weight = 0.0;
-        let mut matched = Vec::new();
-        for address in &addresses {
-            let w = match list.weights.get(address) {
-                Some(w) => Some(*w),
-                // Answers outside 127/8 come from broken or hijacking resolvers.
-                None if address.octets()[0] == 127 => list.other_weight,
-                None => None,
-            };
-            if let Some(w) = w {
-                weight += w;
-                matched.push(address.to_string());
-            }
-        }
-        if matched.is_empty() {
-            return None;
-        }
-        let symbol = Symbol::new(
-            list.symbol.clone(),
-            weight,
-            format!("The client's address is listed by {}", list.zone),
-        )
-        .with_detail(format!("{ip} in {} ({})", list.zone, matched.join(", ")));
-        Some((symbol, weight))
-    }
 }
 
 #[async_trait]
@@ -97,12 +54,29 @@ impl Check for Dnsbl {
         let mut total = 0.0;
         for (list, result) in futures::future::join_all(lookups).await {
             match result {
-                Ok(answer) => {
-                    if let Some((symbol, weight)) = self.judge(list, ip, answer) {
-                        total += weight;
-                        outcome.symbols.push(symbol);
+                Ok(answer) => match weigh(list, &answer) {
+                    Weighed::NotListed => {}
+                    Weighed::Refused(refused) => {
+                        outcome
+                            .symbols
+                            .push(refused_symbol(list, refused, &self.health));
                     }
-                }
+                    Weighed::Listed { weight, codes } => {
+                        total += weight;
+                        outcome.symbols.push(
+                            Symbol::new(
+                                list.symbol.clone(),
+                                weight,
+                                format!("The client's address is listed by {}", list.zone),
+                            )
+                            .with_detail(format!(
+                                "{ip} in {} ({})",
+                                list.zone,
+                                codes.join(", ")
+                            )),
+                        );
+                    }
+                },
                 Err(error) => outcome.symbols.push(
                     Symbol::new(
                         format!("{}_UNCHECKED", list.symbol),
@@ -124,6 +98,60 @@ impl Check for Dnsbl {
         }
         Ok(outcome)
     }
+}
+
+/// What one list's answer means.
+pub(super) enum Weighed {
+    NotListed,
+    /// The list refused our resolver (this answer); nothing can be said.
+    Refused(Ipv4Addr),
+    /// Listed: the summed weight of the answers and the answers that had one.
+    Listed {
+        weight: f64,
+        codes: Vec<String>,
+    },
+}
+
+/// Weighs a list's answer by the admin's table. 127.255.255.0/24 is how blocklists say
+/// "your resolver may not ask" (Spamhaus uses .252, .254 and .255): no listing, and every
+/// later listing is lost too, so it is raised as a health warning.
+pub(super) fn weigh(list: &DnsblList, answer: &Answer) -> Weighed {
+    let Answer::Listed(addresses) = answer else {
+        return Weighed::NotListed;
+    };
+    if let Some(refused) = addresses.iter().find(|a| is_refusal(**a)) {
+        return Weighed::Refused(*refused);
+    }
+    let mut weight = 0.0;
+    let mut codes = Vec::new();
+    for address in addresses {
+        let w = match list.weights.get(address) {
+            Some(w) => Some(*w),
+            // Answers outside 127/8 come from broken or hijacking resolvers.
+            None if address.octets()[0] == 127 => list.other_weight,
+            None => None,
+        };
+        if let Some(w) = w {
+            weight += w;
+            codes.push(address.to_string());
+        }
+    }
+    if codes.is_empty() {
+        Weighed::NotListed
+    } else {
+        Weighed::Listed { weight, codes }
+    }
+}
+
+/// The symbol for a list that refused us, after raising the health warning.
+pub(super) fn refused_symbol(list: &DnsblList, refused: Ipv4Addr, health: &Health) -> Symbol {
+    health.dnsbl_refused(&list.zone, refused);
+    Symbol::new(
+        format!("{}_REFUSED", list.symbol),
+        0.0,
+        "The blocklist refused to answer Kala's resolver",
+    )
+    .with_detail(format!("{} answered {refused}", list.zone))
 }
 
 fn is_refusal(address: Ipv4Addr) -> bool {

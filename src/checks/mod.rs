@@ -15,6 +15,7 @@ mod helo;
 mod lists;
 mod ratelimit;
 mod rules;
+mod uribl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use helo::{HELO_SHAPES, HeloName};
 pub use lists::SenderLists;
 pub use ratelimit::RateLimit;
 pub use rules::SpamRules;
+pub use uribl::Uribl;
 
 /// When in the SMTP dialogue a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

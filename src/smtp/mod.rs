@@ -107,6 +107,7 @@ async fn add_reputation_checks(
         )));
     }
     let needs_dns = !settings.dnsbl.lists.is_empty()
+        || !settings.uribl.lists.is_empty()
         || settings.auth.enabled
         || (settings.greylist.enabled && settings.greylist.skip_spf_pass);
     let dns = if needs_dns {
@@ -130,6 +131,13 @@ async fn add_reputation_checks(
         pipeline.add_check(Arc::new(crate::checks::Dnsbl::new(
             dns.clone(),
             settings.dnsbl.clone(),
+            health.clone(),
+        )));
+    }
+    if !settings.uribl.lists.is_empty() {
+        pipeline.add_check(Arc::new(crate::checks::Uribl::new(
+            dns.clone(),
+            settings.uribl.clone(),
             health.clone(),
         )));
     }

@@ -44,6 +44,7 @@ struct RawConfig {
     dns: RawDns,
     dnsbl: RawDnsbl,
     uribl: RawUribl,
+    lists: RawLists,
     auth: RawAuth,
     greylist: RawGreylist,
     ratelimit: RawRateLimit,
@@ -111,6 +112,13 @@ struct RawDnsblList {
     zone: String,
     #[serde(default)]
     weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLists {
+    allow: Vec<String>,
+    block: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,6 +357,8 @@ pub struct Settings {
     pub dns: DnsSettings,
     pub dnsbl: DnsblSettings,
     pub uribl: UriblSettings,
+    /// The admin's global allow and block lists (beside the reviewers' lists in the store).
+    pub lists: ListsSettings,
     pub auth: AuthSettings,
     pub greylist: GreylistSettings,
     pub ratelimit: RateLimitSettings,
@@ -412,6 +422,13 @@ pub struct DnsblSettings {
     pub reject_at: Option<f64>,
     /// Clients never looked up (internal networks).
     pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+/// Entries: `ana@example.org`, `@example.org` (subdomains too), or a client network.
+#[derive(Debug, Clone, Default)]
+pub struct ListsSettings {
+    pub allow: Vec<String>,
+    pub block: Vec<String>,
 }
 
 /// Domain blocklists (URIBL, DBL) asked with the registrable domains of a message's links
@@ -930,6 +947,27 @@ impl Settings {
             lists: blocklists(raw.uribl.lists, "uribl", "URIBL_", &fail)?,
             max_domains: raw.uribl.max_domains.unwrap_or(20),
         };
+        let list_entries = |raw: Vec<String>, key: &str| -> Result<Vec<String>, ConfigError> {
+            raw.into_iter()
+                .map(|e| {
+                    let e = e.trim().to_lowercase();
+                    if let Some(network) = crate::store::lists::network_entry(&e) {
+                        Ok(network.to_string())
+                    } else if e.contains('@') && e != "@" {
+                        Ok(e)
+                    } else {
+                        Err(fail(
+                            key,
+                            format!("`{e}` is neither an address, @domain nor a network"),
+                        ))
+                    }
+                })
+                .collect()
+        };
+        let lists = ListsSettings {
+            allow: list_entries(raw.lists.allow, "lists.allow")?,
+            block: list_entries(raw.lists.block, "lists.block")?,
+        };
         let (greylist, ratelimit, state) =
             behaviour_from_raw(raw.greylist, raw.ratelimit, raw.state, &fail)?;
         let policy = Policy {
@@ -1012,6 +1050,7 @@ impl Settings {
             dns,
             dnsbl,
             uribl,
+            lists,
             auth,
             greylist,
             ratelimit,

@@ -510,3 +510,43 @@ async fn domain_lookups_per_message_are_capped() {
     assert!(!added.contains("URIBL_DBL("), "{added}");
     assert!(dns.queries() <= 2, "{} queries", dns.queries());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Allow and block lists from the configuration
+
+#[tokio::test]
+async fn configured_lists_match_domains_and_client_networks_and_block_wins() {
+    let sink = Sink::start().await;
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("lists", "allow = [\"127.0.0.0/8\"]"),
+            ("lists", "block = [\"@spammer.example\"]"),
+        ],
+    )
+    .await;
+    // Any sender from the allowed network...
+    let (reply, added) = send_as(
+        &kala,
+        &sink,
+        "ana@sender.example",
+        &message_from("ana@sender.example", "x"),
+    )
+    .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(added.contains("KALA_SENDER_ALLOWED(-20.00)"), "{added}");
+    // ...but a blocked domain (a subdomain of it too) from that network is blocked.
+    let (reply, _) = send_as(
+        &kala,
+        &sink,
+        "x@mail.spammer.example",
+        &message_from("x@mail.spammer.example", "x"),
+    )
+    .await;
+    assert!(reply.starts_with("550"), "{reply}");
+    assert!(reply.contains("KALA_SENDER_BLOCKED"), "{reply}");
+
+    let error = kala::config::Settings::parse("[lists]\nallow = [\"nonsense\"]\n", "kala.toml")
+        .unwrap_err();
+    assert_eq!(error.key, "lists.allow", "{error}");
+}

@@ -49,6 +49,15 @@ async fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// The gateway's store, read through the library.
+    async fn kala_store(&self) -> kala::store::Store {
+        kala::store::Store::open(&self.kala.store_url)
+            .await
+            .unwrap()
+    }
+}
+
 async fn logged_in(web: SocketAddr, user: &str) -> Browser {
     let mut browser = Browser::new(web);
     let form = browser.get("/login").await;
@@ -644,4 +653,95 @@ async fn an_admin_adds_users_in_the_ui_and_only_an_admin_can() {
     assert_eq!(newcomer.get("/quarantine").await.status, 200);
     let audit = admin.get("/audit").await;
     assert!(audit.body.contains("user-add"), "user changes are audited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lists_page_adds_and_removes_entries_that_the_gateway_obeys() {
+    let s = setup().await;
+    let mut browser = logged_in(s.web, "rita").await;
+    let page = browser.get("/lists").await;
+    assert_eq!(page.status, 200);
+    let r = browser
+        .post(
+            "/lists",
+            &[
+                ("csrf", &page.csrf()),
+                ("kind", "block"),
+                ("entry", "127.0.0.0/8"),
+                ("recipient", "it@prokuroria.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = browser.get("/lists?result=added").await;
+    assert!(page.body.contains("127.0.0.0/8"), "{}", page.body);
+    let refused = browser
+        .post(
+            "/lists",
+            &[
+                ("csrf", &page.csrf()),
+                ("kind", "allow"),
+                ("entry", "not an entry"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.header("location"), Some("/lists?result=refused"));
+
+    // The gateway now blocks this client for that recipient (rejected: 20 reaches reject_score).
+    let message = support::clean_message("after the block", "hello");
+    let reply = s
+        .kala
+        .client()
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], &message)
+        .await;
+    assert!(reply.starts_with("550"), "{reply}");
+    assert!(reply.contains("KALA_SENDER_BLOCKED"), "{reply}");
+
+    // Removed again, from the page.
+    let entries = s.kala_store().await.list_entries().await.unwrap();
+    let id = entries
+        .iter()
+        .find(|e| e.sender == "127.0.0.0/8")
+        .unwrap()
+        .id;
+    let r = browser
+        .post(&format!("/lists/{id}/remove"), &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.header("location"), Some("/lists?result=removed"));
+    assert!(
+        s.kala_store()
+            .await
+            .list_entries()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let audit: Vec<String> = s
+        .kala_store()
+        .await
+        .audit_log(None, 10, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(audit.contains(&"block-add".to_string()), "{audit:?}");
+    assert!(audit.contains(&"block-remove".to_string()), "{audit:?}");
+
+    // An auditor sees the page but may not change it.
+    let mut auditor = logged_in(s.web, "audra").await;
+    let page = auditor.get("/lists").await;
+    assert!(!page.body.contains("id=\"add-entry\""));
+    let r = auditor
+        .post(
+            "/lists",
+            &[
+                ("csrf", &page.csrf()),
+                ("kind", "allow"),
+                ("entry", "@x.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
 }

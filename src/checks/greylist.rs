@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::SenderLists;
 use super::{Check, Context, Outcome, Phase, Refusal};
 use crate::config::GreylistSettings;
 use crate::dns::Dns;
-use crate::store::Store;
 use crate::store::lists::ListKind;
 use crate::store::state::{GreyEntry, GreylistState};
 use crate::verdict::Symbol;
@@ -19,8 +19,8 @@ use crate::verdict::Symbol;
 pub struct Greylist {
     state: Arc<dyn GreylistState>,
     settings: GreylistSettings,
-    /// For the allow lists.
-    store: Store,
+    /// Allow-listed senders and clients are not greylisted.
+    lists: Arc<SenderLists>,
     /// For SPF, when a passing sender skips greylisting.
     dns: Option<Dns>,
 }
@@ -29,13 +29,13 @@ impl Greylist {
     pub fn new(
         state: Arc<dyn GreylistState>,
         settings: GreylistSettings,
-        store: Store,
+        lists: Arc<SenderLists>,
         dns: Option<Dns>,
     ) -> Greylist {
         Greylist {
             state,
             settings,
-            store,
+            lists,
             dns,
         }
     }
@@ -45,14 +45,12 @@ impl Greylist {
         if self.settings.skip_networks.iter().any(|n| n.contains(&ip)) {
             return Ok(true);
         }
-        if !sender.is_empty() {
-            let listed = self
-                .store
-                .list_matches(sender, &[recipient.to_string()])
-                .await?;
-            if listed.iter().any(|e| e.kind == ListKind::Allow) {
-                return Ok(true);
-            }
+        let listed = self
+            .lists
+            .decide(sender, ip, &[recipient.to_string()])
+            .await?;
+        if listed.is_some_and(|l| l.kind == ListKind::Allow) {
+            return Ok(true);
         }
         if self.settings.skip_spf_pass
             && !sender.is_empty()

@@ -51,11 +51,13 @@ impl Shared {
             .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
         let store = crate::store::Store::open(&settings.store.url).await?;
         let mut pipeline = Pipeline::new(&settings);
-        pipeline.add_check(std::sync::Arc::new(crate::checks::SenderLists::new(
+        let lists = std::sync::Arc::new(crate::checks::SenderLists::new(
             store.clone(),
-        )));
+            settings.lists.clone(),
+        ));
+        pipeline.add_check(lists.clone());
         let health = std::sync::Arc::new(crate::health::Health::default());
-        add_reputation_checks(&mut pipeline, &settings, &health, &store).await?;
+        add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;
         let quarantine = Quarantine::new(store, settings.quarantine.retention);
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
@@ -87,6 +89,7 @@ async fn add_reputation_checks(
     settings: &Settings,
     health: &std::sync::Arc<crate::health::Health>,
     store: &crate::store::Store,
+    lists: std::sync::Arc<crate::checks::SenderLists>,
 ) -> anyhow::Result<()> {
     use crate::store::state::{GreylistState, MemoryCounters, RateCounters};
     use std::sync::Arc;
@@ -119,7 +122,7 @@ async fn add_reputation_checks(
         pipeline.add_check(Arc::new(crate::checks::Greylist::new(
             greylist_state.clone(),
             settings.greylist.clone(),
-            store.clone(),
+            lists,
             dns.clone(),
         )));
         spawn_greylist_purge(greylist_state);

@@ -1,6 +1,7 @@
-//! Allow and block lists of senders: an address (`ana@example.org`) or a whole domain
-//! (`@example.org`, its subdomains included), for everyone or for one recipient. Reviewers
-//! add entries from the quarantine; the `sender_lists` check reads them for every message.
+//! Allow and block lists: an address (`ana@example.org`), a whole domain (`@example.org`,
+//! its subdomains included) or a client network (`192.0.2.0/24`, `2001:db8::/32`, or one
+//! address), for everyone or for one recipient. Reviewers add entries from the quarantine
+//! and the lists page; the `sender_lists` check reads them for every message.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -35,6 +36,15 @@ pub struct ListEntry {
     pub created_at: i64,
 }
 
+/// A network entry (`192.0.2.0/24`, or one address as /32 or /128), normalised.
+pub fn network_entry(entry: &str) -> Option<ipnet::IpNet> {
+    entry
+        .parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
 /// `@domain` for an address's domain, lower-cased.
 pub fn domain_entry(address: &str) -> Option<String> {
     let (_, domain) = address.rsplit_once('@')?;
@@ -42,7 +52,7 @@ pub fn domain_entry(address: &str) -> Option<String> {
 }
 
 impl Store {
-    /// Adds an entry (`sender` as given: an address, or `@domain`).
+    /// Adds an entry (`sender` as given: an address, `@domain`, or a network).
     pub async fn list_add(
         &self,
         kind: ListKind,
@@ -50,9 +60,11 @@ impl Store {
         recipient: &str,
         created_by: &str,
     ) -> anyhow::Result<()> {
-        let sender = sender.trim().to_lowercase();
-        if sender.is_empty() || sender == "@" || !sender.contains('@') {
-            anyhow::bail!("`{sender}` is neither an address nor @domain");
+        let mut sender = sender.trim().to_lowercase();
+        if let Some(network) = network_entry(&sender) {
+            sender = network.to_string();
+        } else if sender.is_empty() || sender == "@" || !sender.contains('@') {
+            anyhow::bail!("`{sender}` is neither an address, @domain nor a network");
         }
         sqlx::query(
             "INSERT INTO sender_lists (kind, sender, recipient, created_by, created_at) \
@@ -113,6 +125,32 @@ impl Store {
             .into_iter()
             .filter(|e| e.recipient.is_empty() || recipients.contains(&e.recipient))
             .collect())
+    }
+
+    /// The network entries that hold `client`, for everyone or for one of `recipients`.
+    pub async fn list_matches_client(
+        &self,
+        client: std::net::IpAddr,
+        recipients: &[String],
+    ) -> anyhow::Result<Vec<ListEntry>> {
+        // Networks are few (the admin's partners and own ranges): read them all, match here.
+        let rows = sqlx::query(
+            "SELECT id, kind, sender, recipient, created_by, created_at FROM sender_lists \
+             WHERE sender NOT LIKE '%@%'",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let recipients: Vec<String> = recipients.iter().map(|r| r.to_lowercase()).collect();
+        let mut found = Vec::new();
+        for row in &rows {
+            let entry = entry_of(row)?;
+            if network_entry(&entry.sender).is_some_and(|n| n.contains(&client))
+                && (entry.recipient.is_empty() || recipients.contains(&entry.recipient))
+            {
+                found.push(entry);
+            }
+        }
+        Ok(found)
     }
 
     async fn list_entries_for(&self, senders: &[String]) -> anyhow::Result<Vec<ListEntry>> {

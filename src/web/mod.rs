@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod i18n;
+pub mod lists;
 pub mod pages;
 
 use std::net::{IpAddr, SocketAddr};
@@ -68,6 +69,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/quarantine/{id}/raw", get(pages::download))
         .route("/quarantine/{id}/html", get(pages::html_view))
         .route("/audit", get(pages::audit))
+        .route("/lists", get(lists::page).post(lists::add))
+        .route("/lists/{id}/remove", post(lists::remove))
         .route("/users", get(pages::users).post(pages::add_user))
         .route("/static/kala.css", get(pages::stylesheet))
         .route("/api/quarantine", get(api::list))

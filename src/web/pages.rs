@@ -25,7 +25,7 @@ pub struct Nav {
 }
 
 impl Nav {
-    fn of(viewer: &Viewer) -> Option<Nav> {
+    pub(super) fn of(viewer: &Viewer) -> Option<Nav> {
         let user = &viewer.session.user;
         Some(Nav {
             user: user.name.clone(),
@@ -37,7 +37,7 @@ impl Nav {
     }
 }
 
-type Languages = &'static [(&'static str, &'static str)];
+pub(super) type Languages = &'static [(&'static str, &'static str)];
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -58,7 +58,7 @@ struct ErrorPage {
     message: &'static str,
 }
 
-fn render(template: impl Template) -> Response {
+pub(super) fn render(template: impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
@@ -84,7 +84,7 @@ pub fn error_page(
     response
 }
 
-fn forbidden(viewer: &Viewer) -> Response {
+pub(super) fn forbidden(viewer: &Viewer) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "error.forbidden",
@@ -93,7 +93,7 @@ fn forbidden(viewer: &Viewer) -> Response {
     )
 }
 
-fn csrf_failed(viewer: &Viewer) -> Response {
+pub(super) fn csrf_failed(viewer: &Viewer) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "error.csrf",
@@ -116,11 +116,11 @@ pub async fn stylesheet() -> Response {
 }
 
 /// The fields of a form body, repeated names kept (`id=a&id=b`).
-fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form_fields(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+pub(super) fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
     fields
         .iter()
         .find(|(k, _)| k == name)
@@ -128,7 +128,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn csrf_ok(viewer: &Viewer, fields: &[(String, String)]) -> bool {
+pub(super) fn csrf_ok(viewer: &Viewer, fields: &[(String, String)]) -> bool {
     same_secret(field(fields, "csrf"), &viewer.session.csrf)
 }
 

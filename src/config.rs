@@ -45,6 +45,7 @@ struct RawConfig {
     dnsbl: RawDnsbl,
     uribl: RawUribl,
     lists: RawLists,
+    feeds: RawFeeds,
     auth: RawAuth,
     greylist: RawGreylist,
     ratelimit: RawRateLimit,
@@ -112,6 +113,16 @@ struct RawDnsblList {
     zone: String,
     #[serde(default)]
     weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFeeds {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    #[serde(with = "humantime_serde::option")]
+    reload_every: Option<Duration>,
+    score: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +370,7 @@ pub struct Settings {
     pub uribl: UriblSettings,
     /// The admin's global allow and block lists (beside the reviewers' lists in the store).
     pub lists: ListsSettings,
+    pub feeds: FeedsSettings,
     pub auth: AuthSettings,
     pub greylist: GreylistSettings,
     pub ratelimit: RateLimitSettings,
@@ -422,6 +434,19 @@ pub struct DnsblSettings {
     pub reject_at: Option<f64>,
     /// Clients never looked up (internal networks).
     pub skip_networks: Vec<ipnet::IpNet>,
+}
+
+/// Feed files of known-bad hosts, domains and attachment hashes (see [`crate::feeds`]).
+#[derive(Debug, Clone)]
+pub struct FeedsSettings {
+    pub enabled: bool,
+    /// `NAME.hosts`, `NAME.domains` and `NAME.sha256` files; `feeds` in the data directory
+    /// unless set.
+    pub dir: PathBuf,
+    /// How often the directory is checked for changed files.
+    pub reload_every: Duration,
+    /// The score of a hit (`KALA_FEED_<NAME>`; `[policy.scores]` overrides it per feed).
+    pub score: f64,
 }
 
 /// Entries: `ana@example.org`, `@example.org` (subdomains too), or a client network.
@@ -968,6 +993,22 @@ impl Settings {
             allow: list_entries(raw.lists.allow, "lists.allow")?,
             block: list_entries(raw.lists.block, "lists.block")?,
         };
+        let data_dir_for_feeds = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./var"));
+        let feeds = FeedsSettings {
+            enabled: raw.feeds.enabled.unwrap_or(true),
+            dir: raw
+                .feeds
+                .dir
+                .unwrap_or_else(|| data_dir_for_feeds.join("feeds")),
+            reload_every: raw.feeds.reload_every.unwrap_or(Duration::from_secs(30)),
+            score: raw.feeds.score.unwrap_or(6.0),
+        };
+        if feeds.reload_every < Duration::from_secs(1) {
+            return Err(fail("feeds.reload_every", "must be at least 1s".into()));
+        }
         let (greylist, ratelimit, state) =
             behaviour_from_raw(raw.greylist, raw.ratelimit, raw.state, &fail)?;
         let policy = Policy {
@@ -1051,6 +1092,7 @@ impl Settings {
             dnsbl,
             uribl,
             lists,
+            feeds,
             auth,
             greylist,
             ratelimit,

@@ -11,6 +11,7 @@ pub mod checks;
 pub mod config;
 pub mod dns;
 pub mod envelope;
+pub mod feeds;
 pub mod health;
 pub mod html;
 pub mod message;

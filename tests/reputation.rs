@@ -550,3 +550,91 @@ async fn configured_lists_match_domains_and_client_networks_and_block_wins() {
         .unwrap_err();
     assert_eq!(error.key, "lists.allow", "{error}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bloom-filtered feeds
+
+#[tokio::test]
+async fn feed_files_catch_hosts_domains_and_attachment_hashes_and_reload_on_change() {
+    let feeds = tempfile::tempdir().unwrap();
+    let payload = b"MZ pretend this is a known bad program";
+    let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, payload));
+    std::fs::write(
+        feeds.path().join("phish.hosts"),
+        "# phishing hosts\nevil.example\n",
+    )
+    .unwrap();
+    std::fs::write(feeds.path().join("malware.sha256"), format!("{digest}\n")).unwrap();
+    std::fs::write(feeds.path().join("spam.domains"), "spammer.example\n").unwrap();
+    let sink = Sink::start().await;
+    let dir = format!("dir = {:?}", feeds.path().display().to_string());
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("feeds", dir.as_str()),
+            ("feeds", "reload_every = \"1s\""),
+            ("policy", "quarantine_score = 100\nreject_score = 200"),
+        ],
+    )
+    .await;
+
+    let (_, added) = send_as(
+        &kala,
+        &sink,
+        "a@ok.example",
+        &message_from("a@ok.example", "login at https://www.evil.example/x"),
+    )
+    .await;
+    assert!(added.contains("KALA_FEED_PHISH(6.00)"), "{added}");
+    let attached = support::with_attachment("invoice", "invoice.exe", payload);
+    let (_, added) = send_as(&kala, &sink, "a@ok.example", &attached).await;
+    assert!(added.contains("KALA_FEED_MALWARE(6.00)"), "{added}");
+    let (_, added) = send_as(
+        &kala,
+        &sink,
+        "x@mail.spammer.example",
+        &message_from("x@mail.spammer.example", "hi"),
+    )
+    .await;
+    assert!(added.contains("KALA_FEED_SPAM(6.00)"), "{added}");
+    let (_, clean) = send_as(
+        &kala,
+        &sink,
+        "a@ok.example",
+        &message_from("a@ok.example", "see https://fine.example/"),
+    )
+    .await;
+    assert!(!clean.contains("KALA_FEED"), "{clean}");
+
+    // A host added to the file is caught once the watcher has reloaded it.
+    std::fs::write(
+        feeds.path().join("phish.hosts"),
+        "evil.example\nfine.example\n",
+    )
+    .unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(2);
+    std::fs::File::options()
+        .write(true)
+        .open(feeds.path().join("phish.hosts"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, added) = send_as(
+            &kala,
+            &sink,
+            "a@ok.example",
+            &message_from("a@ok.example", "see https://fine.example/"),
+        )
+        .await;
+        if added.contains("KALA_FEED_PHISH") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the changed feed was not reloaded: {added}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -56,7 +56,7 @@ impl Target {
 }
 
 /// The host of a link as the message writes it (`http://x/`, `www.x.org/p`, `mailto:a@x`).
-fn host_of(link: &str) -> Option<String> {
+pub(crate) fn host_of(link: &str) -> Option<String> {
     if let Some(address) = link.strip_prefix("mailto:") {
         let address = address.split(['?', '>']).next()?;
         return address.rsplit_once('@').map(|(_, d)| d.to_string());

@@ -56,6 +56,17 @@ impl Shared {
             settings.lists.clone(),
         ));
         pipeline.add_check(lists.clone());
+        if settings.feeds.enabled {
+            let feeds = std::sync::Arc::new(crate::feeds::Feeds::open(
+                &settings.feeds.dir,
+                &settings.data_dir.join("feeds-cache"),
+            ));
+            feeds.watch(settings.feeds.reload_every);
+            pipeline.add_check(std::sync::Arc::new(crate::checks::FeedLists::new(
+                feeds,
+                settings.feeds.score,
+            )));
+        }
         let health = std::sync::Arc::new(crate::health::Health::default());
         add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;
         let quarantine = Quarantine::new(store, settings.quarantine.retention);

@@ -5,119 +5,16 @@
 //! Options through the environment: KALA_BENCH_MESSAGES (default 10000), KALA_BENCH_ROUNDS
 //! (default 3; the median round is reported), KALA_BENCH_SESSIONS (default 20).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/sbin", "/usr/bin"] {
-        let path = Path::new(dir).join(name);
-        if path.exists() {
-            return path.display().to_string();
-        }
-    }
-    eprintln!("`{name}` is missing: apt-get install postfix");
-    std::process::exit(2);
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} never started listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// /proc/PID/status field in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User+system CPU time of a process, in milliseconds.
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks * 10 // USER_HZ is 100 on Linux
-}
-
-/// One smtp-source run; returns messages per second.
-fn source_run(
-    target: SocketAddr,
-    sessions: usize,
-    messages: usize,
-    size: usize,
-    cpu: Option<&str>,
-) -> f64 {
-    let started = Instant::now();
-    let out = command(&tool("smtp-source"), cpu)
-        .args([
-            "-4",
-            "-s",
-            &sessions.to_string(),
-            "-m",
-            &messages.to_string(),
-            "-l",
-            &size.to_string(),
-        ])
-        .args([
-            "-f",
-            "bench@sender.example",
-            "-t",
-            "it@prokuroria.example",
-            "-M",
-            "sender.example",
-        ])
-        .arg(target.to_string())
-        .output()
-        .unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        eprintln!(
-            "smtp-source failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::process::exit(1);
-    }
-    messages as f64 / elapsed
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::{
+    Killed, command, cpu_ms, env_or, free_port, median, source_run, status_kib, tool,
+    wait_listening,
+};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -179,17 +76,6 @@ struct Setup {
 
 /// With `pin`, the load generator and the sink share CPU 0 and Kala has CPU 1, as if Kala ran on
 /// a host of its own; without it, all three share both CPUs.
-fn command(program: &str, pin: Option<&str>) -> Command {
-    match pin {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu, program]);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
 fn start(work: &Path, pin: bool) -> Setup {
     let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let sink = Killed(
@@ -274,6 +160,7 @@ fn main() {
                     messages,
                     size,
                     source_cpu,
+                    "bench@sender.example",
                 ));
                 proxied.push(source_run(
                     setup.kala_addr,
@@ -281,6 +168,7 @@ fn main() {
                     messages,
                     size,
                     source_cpu,
+                    "bench@sender.example",
                 ));
             }
             let cpu_per_msg = (cpu_ms(setup.pid) - cpu_before) as f64 / (messages * rounds) as f64;

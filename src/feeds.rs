@@ -153,6 +153,12 @@ impl Feed {
                 .sum::<usize>()
     }
 
+    /// The filter's answer alone: false means surely absent, true means "maybe" (for the
+    /// benchmark's false-positive count).
+    pub fn maybe_contains(&self, item: &str) -> bool {
+        self.bloom.check(item)
+    }
+
     /// Whether `item` (already normalised) is in the feed: the filter first, then the block
     /// of the sorted copy where it would be.
     pub fn contains(&self, item: &str) -> bool {

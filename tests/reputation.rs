@@ -118,6 +118,31 @@ async fn a_blocklist_refusing_our_resolver_is_no_listing_and_raises_a_warning() 
     let warnings = kala.server.as_ref().unwrap().shared.health.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].text.contains("bl.test"), "{warnings:?}");
+
+    // And the dashboard says so.
+    kala.add_user("admin", "a long enough password", "admin")
+        .await;
+    let web = kala.start_web().await;
+    let mut browser = support::http::Browser::new(web);
+    let form = browser.get("/login").await;
+    let csrf = form.csrf();
+    browser
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("user", "admin"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    let dashboard = browser.get("/dashboard").await;
+    assert!(
+        dashboard.body.contains("id=\"health-warning\""),
+        "{}",
+        dashboard.body
+    );
+    assert!(dashboard.body.contains("bl.test"), "{}", dashboard.body);
 }
 
 #[tokio::test]

@@ -1015,6 +1015,8 @@ struct DashboardPage {
     held: Vec<(&'static str, i64, i64)>,
     clamd: &'static str,
     downstream: &'static str,
+    /// Standing problems (a blocklist refusing our resolver), in English as logged.
+    warnings: Vec<String>,
 }
 
 fn action_key(action: crate::verdict::Action) -> &'static str {
@@ -1075,6 +1077,13 @@ pub async fn dashboard(State(web): State<Arc<Web>>, viewer: Viewer) -> Response 
             .collect(),
         clamd,
         downstream,
+        warnings: web
+            .shared
+            .health
+            .warnings()
+            .into_iter()
+            .map(|w| w.text)
+            .collect(),
     })
 }
 

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    Killed, command, cpu_ms, env_or, free_port, median, source_run, status_kib, tool,
-    wait_listening,
+    Killed, command, cpu_ms, env_or, free_port, median, source_run, status_kib, wait_listening,
 };
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -77,18 +76,7 @@ struct Setup {
 /// With `pin`, the load generator and the sink share CPU 0 and Kala has CPU 1, as if Kala ran on
 /// a host of its own; without it, all three share both CPUs.
 fn start(work: &Path, pin: bool) -> Setup {
-    let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let sink = Killed(
-        command(&tool("smtp-sink"), pin.then_some("0"))
-            .args(["-4", "-u", "nobody", "-m", "512"])
-            .arg(sink_addr.to_string())
-            .arg("1024")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(sink_addr);
+    let (sink, sink_addr) = common::start_smtp_sink(pin.then_some("0"));
     let kala_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = work.join("kala.toml");
     std::fs::write(

@@ -16,9 +16,7 @@ mod common;
 #[path = "../tests/support_dns/mod.rs"]
 mod support_dns;
 
-use common::{
-    Killed, command, cpu_ms, env_or, free_port, source_run, status_kib, tool, wait_listening,
-};
+use common::{Killed, command, cpu_ms, env_or, free_port, source_run, status_kib, wait_listening};
 
 /// Kala as its own process (so its CPU time is its own), relaying to `sink`.
 fn start_kala(work: &Path, name: &str, sink: SocketAddr, extra: &str) -> (Killed, SocketAddr) {
@@ -129,18 +127,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dns = runtime.block_on(support_dns::DnsServer::start(&[]));
 
-    let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _sink = Killed(
-        command(&tool("smtp-sink"), None)
-            .args(["-4", "-u", "nobody", "-m", "512"])
-            .arg(sink_addr.to_string())
-            .arg("1024")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(sink_addr);
+    let (_sink, sink_addr) = common::start_smtp_sink(None);
 
     // A million-host feed, so every message also pays the bloom lookups.
     let feeds = work.path().join("feeds");

@@ -225,19 +225,18 @@ async fn send_as(kala: &Kala, sink: &Sink, sender: &str, message: &[u8]) -> (Str
     (reply, added)
 }
 
+/// [`send_as`] with a plain message whose `From:` is the envelope sender.
+async fn send_from(kala: &Kala, sink: &Sink, sender: &str, body: &str) -> (String, String) {
+    send_as(kala, sink, sender, &message_from(sender, body)).await
+}
+
 #[tokio::test]
 async fn spf_pass_fail_and_softfail_become_symbols_and_a_results_header() {
     let dns = DnsServer::start(&[]).await;
     let sink = Sink::start().await;
     let kala = kala_with_auth(&sink, &dns).await;
 
-    let (_, pass) = send_as(
-        &kala,
-        &sink,
-        "a@pass.sender.test",
-        &message_from("a@pass.sender.test", "x"),
-    )
-    .await;
+    let (_, pass) = send_from(&kala, &sink, "a@pass.sender.test", "x").await;
     assert!(pass.contains("SPF_PASS"), "{pass}");
     assert!(
         pass.contains("Authentication-Results: kala.test;"),
@@ -245,23 +244,11 @@ async fn spf_pass_fail_and_softfail_become_symbols_and_a_results_header() {
     );
     assert!(pass.contains("spf=pass"), "{pass}");
 
-    let (_, fail) = send_as(
-        &kala,
-        &sink,
-        "a@fail.sender.test",
-        &message_from("a@fail.sender.test", "x"),
-    )
-    .await;
+    let (_, fail) = send_from(&kala, &sink, "a@fail.sender.test", "x").await;
     assert!(fail.contains("SPF_FAIL(2.00)"), "{fail}");
     assert!(fail.contains("spf=fail"), "{fail}");
 
-    let (_, soft) = send_as(
-        &kala,
-        &sink,
-        "a@soft.sender.test",
-        &message_from("a@soft.sender.test", "x"),
-    )
-    .await;
+    let (_, soft) = send_from(&kala, &sink, "a@soft.sender.test", "x").await;
     assert!(soft.contains("SPF_SOFTFAIL"), "{soft}");
     assert!(soft.contains("spf=softfail"), "{soft}");
 }
@@ -272,13 +259,7 @@ async fn dmarc_reject_policy_is_honoured_by_default() {
     let sink = Sink::start().await;
     let kala = kala_with_auth(&sink, &dns).await;
     // SPF fails for strict.sender.test, there is no signature, and its policy says reject.
-    let (reply, _) = send_as(
-        &kala,
-        &sink,
-        "a@strict.sender.test",
-        &message_from("a@strict.sender.test", "x"),
-    )
-    .await;
+    let (reply, _) = send_from(&kala, &sink, "a@strict.sender.test", "x").await;
     assert!(reply.starts_with("550"), "{reply}");
     assert!(reply.contains("DMARC_REJECT_POLICY"), "{reply}");
     assert!(sink.deliveries().is_empty());
@@ -487,22 +468,16 @@ async fn linked_domains_are_looked_up_by_their_registrable_domain() {
 
     let body = "Offer: http://www.deals.spam.test/buy and https://login.phish.test/x and \
                 http://192.0.2.9/ and http://fine.example.org/";
-    let (reply, added) = send_as(
-        &kala,
-        &sink,
-        "a@pass.sender.test",
-        &message_from("a@pass.sender.test", body),
-    )
-    .await;
+    let (reply, added) = send_from(&kala, &sink, "a@pass.sender.test", body).await;
     assert!(reply.starts_with("250"), "{reply}");
     // The heaviest listing scores; every listed domain is named.
     assert!(added.contains("URIBL_DBL(6.00)"), "{added}");
 
-    let (_, clean) = send_as(
+    let (_, clean) = send_from(
         &kala,
         &sink,
         "a@pass.sender.test",
-        &message_from("a@pass.sender.test", "see http://fine.example.org/"),
+        "see http://fine.example.org/",
     )
     .await;
     assert!(!clean.contains("URIBL_"), "{clean}");
@@ -523,13 +498,7 @@ async fn domain_lookups_per_message_are_capped() {
     )
     .await;
     let body = "http://one.example.org/ http://two.example.net/ http://spam.test/";
-    let (_, added) = send_as(
-        &kala,
-        &sink,
-        "a@pass.sender.test",
-        &message_from("a@pass.sender.test", body),
-    )
-    .await;
+    let (_, added) = send_from(&kala, &sink, "a@pass.sender.test", body).await;
     // The sender's domain and one.example.org fill the cap: spam.test is never asked.
     assert!(added.contains("URIBL_CAPPED"), "{added}");
     assert!(!added.contains("URIBL_DBL("), "{added}");
@@ -551,23 +520,11 @@ async fn configured_lists_match_domains_and_client_networks_and_block_wins() {
     )
     .await;
     // Any sender from the allowed network...
-    let (reply, added) = send_as(
-        &kala,
-        &sink,
-        "ana@sender.example",
-        &message_from("ana@sender.example", "x"),
-    )
-    .await;
+    let (reply, added) = send_from(&kala, &sink, "ana@sender.example", "x").await;
     assert!(reply.starts_with("250"), "{reply}");
     assert!(added.contains("KALA_SENDER_ALLOWED(-20.00)"), "{added}");
     // ...but a blocked domain (a subdomain of it too) from that network is blocked.
-    let (reply, _) = send_as(
-        &kala,
-        &sink,
-        "x@mail.spammer.example",
-        &message_from("x@mail.spammer.example", "x"),
-    )
-    .await;
+    let (reply, _) = send_from(&kala, &sink, "x@mail.spammer.example", "x").await;
     assert!(reply.starts_with("550"), "{reply}");
     assert!(reply.contains("KALA_SENDER_BLOCKED"), "{reply}");
 
@@ -603,32 +560,20 @@ async fn feed_files_catch_hosts_domains_and_attachment_hashes_and_reload_on_chan
     )
     .await;
 
-    let (_, added) = send_as(
+    let (_, added) = send_from(
         &kala,
         &sink,
         "a@ok.example",
-        &message_from("a@ok.example", "login at https://www.evil.example/x"),
+        "login at https://www.evil.example/x",
     )
     .await;
     assert!(added.contains("KALA_FEED_PHISH(6.00)"), "{added}");
     let attached = support::with_attachment("invoice", "invoice.exe", payload);
     let (_, added) = send_as(&kala, &sink, "a@ok.example", &attached).await;
     assert!(added.contains("KALA_FEED_MALWARE(6.00)"), "{added}");
-    let (_, added) = send_as(
-        &kala,
-        &sink,
-        "x@mail.spammer.example",
-        &message_from("x@mail.spammer.example", "hi"),
-    )
-    .await;
+    let (_, added) = send_from(&kala, &sink, "x@mail.spammer.example", "hi").await;
     assert!(added.contains("KALA_FEED_SPAM(6.00)"), "{added}");
-    let (_, clean) = send_as(
-        &kala,
-        &sink,
-        "a@ok.example",
-        &message_from("a@ok.example", "see https://fine.example/"),
-    )
-    .await;
+    let (_, clean) = send_from(&kala, &sink, "a@ok.example", "see https://fine.example/").await;
     assert!(!clean.contains("KALA_FEED"), "{clean}");
 
     // A host added to the file is caught once the watcher has reloaded it.
@@ -646,13 +591,7 @@ async fn feed_files_catch_hosts_domains_and_attachment_hashes_and_reload_on_chan
         .unwrap();
     let started = Instant::now();
     loop {
-        let (_, added) = send_as(
-            &kala,
-            &sink,
-            "a@ok.example",
-            &message_from("a@ok.example", "see https://fine.example/"),
-        )
-        .await;
+        let (_, added) = send_from(&kala, &sink, "a@ok.example", "see https://fine.example/").await;
         if added.contains("KALA_FEED_PHISH") {
             break;
         }

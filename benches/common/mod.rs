@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn env_or(name: &str, default: usize) -> usize {
@@ -127,4 +127,21 @@ pub fn command(program: &str, pin: Option<&str>) -> Command {
         }
         None => Command::new(program),
     }
+}
+
+/// Postfix's `smtp-sink` on a free port (pinned to `cpu` when given), accepting everything.
+pub fn start_smtp_sink(cpu: Option<&str>) -> (Killed, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sink = Killed(
+        command(&tool("smtp-sink"), cpu)
+            .args(["-4", "-u", "nobody", "-m", "512"])
+            .arg(addr.to_string())
+            .arg("1024")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(addr);
+    (sink, addr)
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::i18n::{LANGUAGES, Texts};
-use super::pages::{Languages, Nav, csrf_failed, csrf_ok, field, forbidden, form_fields, render};
+use super::pages::{Languages, Nav, change_form, field, render};
 use super::{Viewer, Web, internal_error};
 use crate::store::lists::{ListEntry, ListKind};
 
@@ -70,13 +70,11 @@ pub async fn page(
 
 /// Adds an entry (reviewers and admins; audited).
 pub async fn add(State(web): State<Arc<Web>>, viewer: Viewer, body: Bytes) -> Response {
-    let fields = form_fields(&body);
-    if !csrf_ok(&viewer, &fields) {
-        return csrf_failed(&viewer);
-    }
-    if !viewer.session.user.role.may_act() {
-        return forbidden(&viewer);
-    }
+    let may = viewer.session.user.role.may_act();
+    let fields = match change_form(&viewer, &body, may) {
+        Ok(fields) => fields,
+        Err(page) => return *page,
+    };
     let kind = match field(&fields, "kind") {
         "block" => ListKind::Block,
         _ => ListKind::Allow,
@@ -117,12 +115,9 @@ pub async fn remove(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !csrf_ok(&viewer, &fields) {
-        return csrf_failed(&viewer);
-    }
-    if !viewer.session.user.role.may_act() {
-        return forbidden(&viewer);
+    let may = viewer.session.user.role.may_act();
+    if let Err(page) = change_form(&viewer, &body, may) {
+        return *page;
     }
     let store = web.shared.quarantine.store();
     let before = store.list_entries().await.unwrap_or_default();

@@ -128,6 +128,23 @@ pub(super) fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The fields of a form that changes something: its CSRF token checked first, then that
+/// the viewer's role `may` do it. The error is the page to answer with.
+pub(super) fn change_form(
+    viewer: &Viewer,
+    body: &[u8],
+    may: bool,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let fields = form_fields(body);
+    if !csrf_ok(viewer, &fields) {
+        return Err(Box::new(csrf_failed(viewer)));
+    }
+    if !may {
+        return Err(Box::new(forbidden(viewer)));
+    }
+    Ok(fields)
+}
+
 pub(super) fn csrf_ok(viewer: &Viewer, fields: &[(String, String)]) -> bool {
     same_secret(field(fields, "csrf"), &viewer.session.csrf)
 }
@@ -1191,13 +1208,11 @@ pub async fn users(
 
 /// Creates an account (admins only; audited). Why a refusal happened goes to the log.
 pub async fn add_user(State(web): State<Arc<Web>>, viewer: Viewer, body: Bytes) -> Response {
-    let fields = form_fields(&body);
-    if !csrf_ok(&viewer, &fields) {
-        return csrf_failed(&viewer);
-    }
-    if !viewer.session.user.role.may_administer() {
-        return forbidden(&viewer);
-    }
+    let may = viewer.session.user.role.may_administer();
+    let fields = match change_form(&viewer, &body, may) {
+        Ok(fields) => fields,
+        Err(page) => return *page,
+    };
     let name = field(&fields, "name").trim();
     let Ok(role) = field(&fields, "role").parse::<Role>() else {
         return Redirect::to("/users?result=refused").into_response();

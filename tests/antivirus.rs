@@ -260,3 +260,35 @@ async fn health_check_reads_the_engine_and_notices_clamd_gone() {
     assert!(client.ping().await.is_err());
     assert!(!log_health(&client, &endpoint, Duration::from_secs(86_400), false).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_listed_sender_is_still_scanned_for_viruses() {
+    let clamd = Clamd::start();
+    let sink = Sink::start().await;
+    // Allowed by domain and by network: -20 each way, and still the virus forces quarantine.
+    let kala = start(
+        &clamd,
+        &sink,
+        &[("lists", "allow = [\"@sender.example\", \"127.0.0.0/8\"]")],
+    )
+    .await;
+    let reply = send(&kala, &with_attachment("allowed", "eicar.txt", &eicar())).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let records = new_records(&kala, &mut BTreeSet::new()).await;
+    assert_eq!(records.len(), 1);
+    assert!(
+        symbol_detail(&records[0], "KALA_SENDER_ALLOWED").is_some(),
+        "{}",
+        records[0]
+    );
+    assert!(
+        symbol_detail(&records[0], "VIRUS").is_some(),
+        "{}",
+        records[0]
+    );
+    assert_eq!(records[0]["verdict"]["action"], "quarantine");
+    assert!(
+        sink.deliveries().is_empty(),
+        "an allowed sender's virus was relayed"
+    );
+}

@@ -298,6 +298,16 @@ async fn dmarc_reject_action_is_configurable() {
     );
 }
 
+/// A DKIM key made for this test and its DNS record at `selector._domainkey.NAME` in
+/// sender.test.
+fn dkim_key_at(name: &str) -> (Vec<u8>, String) {
+    let (pkcs8, record) = dkim_key();
+    (
+        pkcs8,
+        record.replace("._domainkey.signed ", &format!("._domainkey.{name} ")),
+    )
+}
+
 /// A DKIM key made for this test, its DNS record, and a signer.
 fn dkim_key() -> (Vec<u8>, String) {
     use base64::Engine;
@@ -601,4 +611,45 @@ async fn feed_files_catch_hosts_domains_and_attachment_hashes_and_reload_on_chan
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// `message` as a forwarder at fwd.sender.test passes it on: with an ARC set sealed by its key.
+fn arc_sealed(pkcs8: &[u8], message: &[u8]) -> Vec<u8> {
+    use mail_auth::common::headers::HeaderWriter;
+    let key = mail_auth::common::crypto::Ed25519Key::from_pkcs8_der(pkcs8).unwrap();
+    let parsed = mail_auth::AuthenticatedMessage::parse(message).unwrap();
+    let results = mail_auth::AuthenticationResults::new("fwd.sender.test");
+    let set = mail_auth::arc::ArcSealer::from_key(key)
+        .domain("fwd.sender.test")
+        .selector("test")
+        .headers(["From", "To", "Subject", "Date", "Message-ID"])
+        .seal(&parsed, &results, &mail_auth::ArcOutput::default())
+        .unwrap();
+    let mut out = set.to_header().into_bytes();
+    out.extend_from_slice(results.to_header().as_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[tokio::test]
+async fn an_arc_chain_verifies_and_fails_after_the_body_changes() {
+    let (pkcs8, record) = dkim_key_at("fwd");
+    let dns = DnsServer::start(&[("sender.test", record)]).await;
+    let sink = Sink::start().await;
+    let kala = kala_with_auth(&sink, &dns).await;
+
+    let sealed = arc_sealed(
+        &pkcs8,
+        &message_from("a@pass.sender.test", "forwarded body"),
+    );
+    let (reply, added) = send_as(&kala, &sink, "a@pass.sender.test", &sealed).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(added.contains("ARC_VALID"), "{added}");
+    assert!(added.contains("arc=pass"), "{added}");
+
+    let tampered = String::from_utf8(sealed)
+        .unwrap()
+        .replace("forwarded body", "changed body");
+    let (_, added) = send_as(&kala, &sink, "a@pass.sender.test", tampered.as_bytes()).await;
+    assert!(added.contains("ARC_INVALID"), "{added}");
 }

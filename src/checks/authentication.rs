@@ -215,10 +215,13 @@ fn arc_symbol(result: &DkimResult) -> Option<Symbol> {
         DkimResult::Pass => {
             Symbol::new("ARC_VALID", 0.0, "The ARC chain of the forwarders verifies")
         }
-        DkimResult::Fail(e) | DkimResult::PermError(e) => {
-            Symbol::new("ARC_INVALID", 0.5, "The ARC chain does not verify")
-                .with_detail(e.to_string())
-        }
+        // As for DKIM, mail-auth calls a body hash mismatch "neutral".
+        DkimResult::Fail(e)
+        | DkimResult::PermError(e)
+        | DkimResult::Neutral(
+            e @ mail_auth::Error::Arc(mail_auth::arc::ArcError::FailedBodyHashMatch),
+        ) => Symbol::new("ARC_INVALID", 0.5, "The ARC chain does not verify")
+            .with_detail(e.to_string()),
         DkimResult::TempError(e) | DkimResult::Neutral(e) => {
             Symbol::new("ARC_TEMPERROR", 0.0, "The ARC chain could not be checked")
                 .with_detail(e.to_string())

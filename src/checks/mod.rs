@@ -41,6 +41,7 @@ pub use lists::SenderLists;
 pub use ratelimit::RateLimit;
 pub use rules::SpamRules;
 pub use uribl::Uribl;
+pub(crate) use uribl::host_of;
 
 /// When in the SMTP dialogue a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

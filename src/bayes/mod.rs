@@ -80,6 +80,45 @@ impl Classifier {
     }
 }
 
+/// A model held in memory: for `kala eval`'s training runs, and the shape the store-backed
+/// models follow.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryModel {
+    pub totals: Totals,
+    tokens: std::collections::HashMap<u64, TokenCounts>,
+}
+
+impl MemoryModel {
+    /// Counts one message's tokens as spam or ham.
+    pub fn learn(&mut self, tokens: &[u64], spam: bool) {
+        if spam {
+            self.totals.spam += 1;
+        } else {
+            self.totals.ham += 1;
+        }
+        for token in tokens {
+            let counts = self.tokens.entry(*token).or_default();
+            if spam {
+                counts.spam += 1;
+            } else {
+                counts.ham += 1;
+            }
+        }
+    }
+
+    /// The counts of `tokens`, unseen ones as zero.
+    pub fn counts(&self, tokens: &[u64]) -> Vec<TokenCounts> {
+        tokens
+            .iter()
+            .map(|t| self.tokens.get(t).copied().unwrap_or_default())
+            .collect()
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
 /// Robinson's chi-square combining of token probabilities: near 1 spam, near 0 ham.
 fn fisher(probabilities: &[f64]) -> f64 {
     let n = probabilities.len();
@@ -174,6 +213,24 @@ mod tests {
         // Known values: Q(2, 2) = e^-1; Q(0, k) = 1.
         assert!((chi2_q(2.0, 2) - (-1.0f64).exp()).abs() < 1e-12);
         assert_eq!(chi2_q(0.0, 10), 1.0);
+    }
+
+    #[test]
+    fn a_memory_model_learns_both_kinds() {
+        let mut model = MemoryModel::default();
+        for _ in 0..300 {
+            model.learn(&[1, 2, 3], true);
+            model.learn(&[3, 4, 5], false);
+        }
+        let c = Classifier::default();
+        let spam = c
+            .probability(model.totals, &model.counts(&[1, 2, 9]))
+            .unwrap();
+        let ham = c
+            .probability(model.totals, &model.counts(&[4, 5, 9]))
+            .unwrap();
+        assert!(spam > 0.99 && ham < 0.01, "{spam} {ham}");
+        assert_eq!(model.token_count(), 5);
     }
 
     #[test]

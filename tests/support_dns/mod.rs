@@ -84,11 +84,23 @@ impl DnsServer {
             catalog,
             queries: queries.clone(),
         });
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // UDP and TCP (for answers too large for UDP) on one port: a free UDP port may be
+        // taken for TCP by another test's connection, so try again until both are ours.
+        let (udp, tcp) = {
+            let mut attempts = 0;
+            loop {
+                let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                match TcpListener::bind(udp.local_addr().unwrap()).await {
+                    Ok(tcp) => break (udp, tcp),
+                    Err(e) => {
+                        attempts += 1;
+                        assert!(attempts < 100, "no port free for both UDP and TCP: {e}");
+                    }
+                }
+            }
+        };
         let addr = udp.local_addr().unwrap();
         server.register_socket(udp);
-        // TCP on the same port, for answers too large for UDP.
-        let tcp = TcpListener::bind(addr).await.unwrap();
         server.register_listener(tcp, std::time::Duration::from_secs(5), 32);
         DnsServer {
             addr,

@@ -103,6 +103,26 @@ const STEPS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     CREATE INDEX greylist_expires ON greylist (expires_at);",
+    // 5: the Bayes model: per-token counts (a token is a 64-bit hash, stored signed), the
+    // digests of learned messages (so nothing is learned twice), and the learned totals.
+    "CREATE TABLE bayes_token (
+        token BIGINT PRIMARY KEY,
+        spam BIGINT NOT NULL,
+        ham BIGINT NOT NULL,
+        touched_at BIGINT NOT NULL
+    );
+    CREATE INDEX bayes_token_touched ON bayes_token (touched_at);
+    CREATE TABLE bayes_seen (
+        digest TEXT PRIMARY KEY,
+        spam INTEGER NOT NULL,
+        learned_at BIGINT NOT NULL
+    );
+    CREATE TABLE bayes_totals (
+        id INTEGER PRIMARY KEY,
+        spam BIGINT NOT NULL,
+        ham BIGINT NOT NULL
+    );
+    INSERT INTO bayes_totals (id, spam, ham) VALUES (1, 0, 0);",
 ];
 
 /// The schema version this build expects.

@@ -6,6 +6,7 @@
 //! SQLite, `BYTEA` in PostgreSQL): [`migrations`] fills them in per [`Dialect`].
 
 pub mod audit;
+pub mod bayes;
 pub mod lists;
 mod migrations;
 pub mod redis;
@@ -118,6 +119,12 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The database file of a `sqlite:` URL.
+pub fn sqlite_file(url: &str) -> Option<&Path> {
+    url.starts_with("sqlite:")
+        .then(|| Path::new(sqlite_path(url)))
 }
 
 fn sqlite_path(url: &str) -> &str {

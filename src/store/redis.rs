@@ -1,10 +1,12 @@
-//! Greylisting entries and rate counters in Redis, for several gateways that must agree on
+//! Greylisting entries, rate counters and Bayes token counts in Redis, for several gateways that must agree on
 //! them (`state.redis`). Every key carries its own expiry, so Redis forgets on its own.
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
+use super::bayes::{Learned, Lesson, TokenStore, deltas};
 use super::state::{GreyEntry, GreylistState, RateCounters};
+use crate::bayes::{TokenCounts, Totals};
 
 /// Keys are prefixed so one Redis database can serve other programs too.
 const PREFIX: &str = "kala:";
@@ -79,5 +81,116 @@ impl RateCounters for RedisState {
             .query_async(&mut c)
             .await?;
         Ok(count)
+    }
+}
+
+/// Bayes counts in Redis: a hash per token (`s`, `h`) that expires `token_ttl` after the last
+/// lesson touching it, a key per learned digest, and one hash of totals.
+#[derive(Clone)]
+pub struct RedisTokens {
+    state: RedisState,
+    token_ttl: u64,
+}
+
+impl RedisTokens {
+    /// Tokens no lesson touched for `token_ttl` seconds expire; digests live twice as long.
+    pub fn new(state: RedisState, token_ttl: u64) -> RedisTokens {
+        RedisTokens {
+            state,
+            token_ttl: token_ttl.max(1),
+        }
+    }
+}
+
+fn token_key(token: u64) -> String {
+    format!("{PREFIX}bayes:t:{token:016x}")
+}
+
+/// Under [`PREFIX`], like every key.
+const TOTALS_KEY: &str = "kala:bayes:totals";
+
+#[async_trait]
+impl TokenStore for RedisTokens {
+    async fn totals(&self) -> anyhow::Result<Totals> {
+        let mut c = self.state.connection.clone();
+        let (spam, ham): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(TOTALS_KEY)
+            .arg("s")
+            .arg("h")
+            .query_async(&mut c)
+            .await?;
+        Ok(Totals {
+            spam: spam.unwrap_or(0).max(0) as u64,
+            ham: ham.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    async fn counts(&self, tokens: &[u64]) -> anyhow::Result<Vec<TokenCounts>> {
+        let mut pipe = redis::pipe();
+        for token in tokens {
+            pipe.cmd("HMGET").arg(token_key(*token)).arg("s").arg("h");
+        }
+        let mut c = self.state.connection.clone();
+        let rows: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut c).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(spam, ham)| TokenCounts {
+                spam: spam.unwrap_or(0).max(0) as u64,
+                ham: ham.unwrap_or(0).max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn learn(&self, lessons: &[Lesson], _now: u64) -> anyhow::Result<Vec<Learned>> {
+        let mut outcomes = Vec::with_capacity(lessons.len());
+        let mut c = self.state.connection.clone();
+        for lesson in lessons {
+            let class = if lesson.spam { "s" } else { "h" };
+            // SET … GET swaps in one step: of several nodes learning one message at once,
+            // exactly one finds no earlier class.
+            let before: Option<String> = redis::cmd("SET")
+                .arg(format!("{PREFIX}bayes:seen:{}", lesson.digest))
+                .arg(class)
+                .arg("GET")
+                .arg("EX")
+                .arg(self.token_ttl * 2)
+                .query_async(&mut c)
+                .await?;
+            let outcome = match before.as_deref() {
+                Some(was) if was == class => Learned::AlreadyKnown,
+                Some(_) => Learned::Relearned,
+                None => Learned::New,
+            };
+            outcomes.push(outcome);
+            if outcome == Learned::AlreadyKnown {
+                continue;
+            }
+            let (spam, ham) = deltas(lesson.spam, outcome == Learned::Relearned);
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for token in &lesson.tokens {
+                let key = token_key(*token);
+                if spam != 0 {
+                    pipe.hincr(&key, "s", spam).ignore();
+                }
+                if ham != 0 {
+                    pipe.hincr(&key, "h", ham).ignore();
+                }
+                pipe.expire(&key, self.token_ttl as i64).ignore();
+            }
+            if spam != 0 {
+                pipe.hincr(TOTALS_KEY, "s", spam).ignore();
+            }
+            if ham != 0 {
+                pipe.hincr(TOTALS_KEY, "h", ham).ignore();
+            }
+            let _: () = pipe.query_async(&mut c).await?;
+        }
+        Ok(outcomes)
+    }
+
+    async fn expire(&self, _cutoff: u64) -> anyhow::Result<u64> {
+        // Token keys expire by themselves.
+        Ok(0)
     }
 }

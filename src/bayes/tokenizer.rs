@@ -20,22 +20,20 @@ const LONGEST_WORD: usize = 24;
 /// The hashed tokens of `message`, without repeats, at most [`MAX_TOKENS`].
 pub fn tokens(message: &Message) -> Vec<u64> {
     let mut out = Tokens::default();
-    if let Some(subject) = &message.subject {
-        out.words("s:", subject);
-    }
-    for text in &message.text_parts {
-        out.words("", text);
-    }
-    for part in &message.html_parts {
-        out.words("", &part.text);
-    }
+    // Header facts first: few, and they must survive the cap on long bodies.
     for field in &message.headers {
         let name = field.name.to_ascii_lowercase();
         let value = field.decoded.trim();
+        // Which headers a message has says much about what sent it.
+        out.push_parts(&["hn:", &name]);
         match name.as_str() {
-            "from" | "reply-to" | "return-path" | "sender" => {
+            "from" | "reply-to" | "return-path" | "sender" | "to" | "cc" => {
                 if let Some(domain) = address_domain(value) {
                     out.push(&format!("h:{name}:{domain}"));
+                }
+                if name == "to" || name == "cc" {
+                    let count = value.matches('@').count().min(10);
+                    out.push(&format!("h:{name}:count:{count}"));
                 }
             }
             "message-id" => {
@@ -43,6 +41,7 @@ pub fn tokens(message: &Message) -> Vec<u64> {
                     out.push(&format!("h:mid:{domain}"));
                 }
             }
+            "received" => received_tokens(&field.raw, &mut out),
             "x-mailer" | "user-agent" => {
                 let first: String = value
                     .split_whitespace()
@@ -52,16 +51,29 @@ pub fn tokens(message: &Message) -> Vec<u64> {
                 out.push(&format!("h:mailer:{}", first.to_lowercase()));
             }
             "content-type" => {
-                let mime = value
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
+                let lower = value.to_ascii_lowercase();
+                let mime = lower.split(';').next().unwrap_or("").trim();
                 out.push(&format!("h:ct:{mime}"));
+                if let Some((_, charset)) = lower.split_once("charset=") {
+                    let charset: String = charset
+                        .trim_start_matches('"')
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
+                    out.push(&format!("h:charset:{charset}"));
+                }
             }
             _ => {}
         }
+    }
+    if let Some(subject) = &message.subject {
+        out.words("s:", subject);
+    }
+    for text in &message.text_parts {
+        out.words("", text);
+    }
+    for part in &message.html_parts {
+        out.words("", &part.text);
     }
     for url in &message.urls {
         if let Some(host) = crate::checks::host_of(&url.url) {
@@ -86,8 +98,10 @@ pub fn tokens(message: &Message) -> Vec<u64> {
 
 #[derive(Default)]
 struct Tokens {
-    seen: HashSet<u64>,
+    seen: HashSet<u64, super::TokenHasher>,
     hashes: Vec<u64>,
+    /// Reused for every token: one allocation per message, not one per word.
+    buffer: String,
 }
 
 impl Tokens {
@@ -95,17 +109,17 @@ impl Tokens {
         self.push_parts(&[token]);
     }
 
-    /// The token that is `parts` joined, hashed without building it (most tokens are words
-    /// and pairs: this is where the time goes).
+    /// The token that is `parts` joined. One-shot xxh3 over a reused buffer: for tokens this
+    /// short, several times faster than the streaming hasher.
     fn push_parts(&mut self, parts: &[&str]) {
         if self.hashes.len() >= MAX_TOKENS {
             return;
         }
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        self.buffer.clear();
         for part in parts {
-            hasher.update(part.as_bytes());
+            self.buffer.push_str(part);
         }
-        let hash = hasher.digest();
+        let hash = xxhash_rust::xxh3::xxh3_64(self.buffer.as_bytes());
         if self.seen.insert(hash) {
             self.hashes.push(hash);
         }
@@ -113,17 +127,17 @@ impl Tokens {
 
     /// Each word of `text`, and each pair of neighbours, with `prefix`.
     fn words(&mut self, prefix: &str, text: &str) {
-        let mut previous: Option<String> = None;
+        let (mut word, mut previous) = (String::new(), String::new());
         for raw in text.split(|c: char| !(c.is_alphanumeric() || c == '$' || c == '€' || c == '\''))
         {
-            let Some(word) = normalise(raw) else {
+            if !normalise(raw, &mut word) {
                 continue;
-            };
-            self.push_parts(&[prefix, &word]);
-            if let Some(before) = &previous {
-                self.push_parts(&[prefix, before, " ", &word]);
             }
-            previous = Some(word);
+            self.push_parts(&[prefix, &word]);
+            if !previous.is_empty() {
+                self.push_parts(&[prefix, &previous, " ", &word]);
+            }
+            std::mem::swap(&mut previous, &mut word);
             if self.hashes.len() >= MAX_TOKENS {
                 return;
             }
@@ -131,19 +145,58 @@ impl Tokens {
     }
 }
 
-/// A word as the model keeps it, or `None` for what carries nothing (one or two letters).
-fn normalise(raw: &str) -> Option<String> {
+/// Writes the word as the model keeps it into `out`; false for what carries nothing (one or
+/// two letters).
+fn normalise(raw: &str, out: &mut String) -> bool {
     let word = raw.trim_matches('\'');
+    out.clear();
+    if word.is_ascii() {
+        if word.len() < 3 && !word.contains('$') {
+            return false;
+        }
+        if word.len() > LONGEST_WORD {
+            out.push_str("sk:");
+            out.extend(word.chars().take(6).map(|c| c.to_ascii_lowercase()));
+            out.push_str(&format!(":{}", word.len() / 10 * 10));
+        } else {
+            out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        return true;
+    }
     let length = word.chars().count();
     if length < 3 && !word.contains(['$', '€']) {
-        return None;
+        return false;
     }
-    let word = word.to_lowercase();
+    let lower = word.to_lowercase();
     if length > LONGEST_WORD {
-        let start: String = word.chars().take(6).collect();
-        return Some(format!("sk:{start}:{}", length / 10 * 10));
+        let start: String = lower.chars().take(6).collect();
+        out.push_str(&format!("sk:{start}:{}", length / 10 * 10));
+    } else {
+        out.push_str(&lower);
     }
-    Some(word)
+    true
+}
+
+/// From a `Received:` field: the registrable domain the sending host named, and the /16 of
+/// the addresses in brackets (networks, not hosts: one spam run spans neighbouring hosts).
+fn received_tokens(raw: &str, out: &mut Tokens) {
+    let lower = raw.to_ascii_lowercase();
+    if let Some(rest) = lower.trim_start().strip_prefix("from ") {
+        let host: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+            .collect();
+        if let Some(domain) = psl::domain_str(&host) {
+            out.push(&format!("h:rcvd:{domain}"));
+        }
+    }
+    for bracketed in lower.split('[').skip(1) {
+        let inside = bracketed.split(']').next().unwrap_or("");
+        if let Ok(std::net::IpAddr::V4(ip)) = inside.parse() {
+            let [a, b, ..] = ip.octets();
+            out.push(&format!("h:rip:{a}.{b}"));
+        }
+    }
 }
 
 /// The domain of the first address in a header value (`Ana <ana@x.example>` → `x.example`).

@@ -50,6 +50,24 @@ struct RawConfig {
     greylist: RawGreylist,
     ratelimit: RawRateLimit,
     state: RawState,
+    bayes: RawBayes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBayes {
+    enabled: Option<bool>,
+    backend: Option<String>,
+    min_learned: Option<u64>,
+    #[serde(with = "humantime_serde::option")]
+    expire_after: Option<Duration>,
+    autolearn: Option<bool>,
+    autolearn_spam: Option<f64>,
+    autolearn_ham: Option<f64>,
+    strength: Option<f64>,
+    assumed: Option<f64>,
+    min_distance: Option<f64>,
+    max_tokens: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -376,6 +394,47 @@ pub struct Settings {
     pub ratelimit: RateLimitSettings,
     /// Where greylisting and rate counters live when several nodes share them.
     pub state: StateSettings,
+    pub bayes: BayesSettings,
+}
+
+/// Where the Bayes model lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BayesBackend {
+    /// The store (`store.url`): SQLite by default, or PostgreSQL.
+    Store,
+    /// `state.redis`, shared by several gateways.
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct BayesSettings {
+    pub enabled: bool,
+    pub backend: BayesBackend,
+    /// Tokens no lesson touched for this long are forgotten.
+    pub expire_after: Duration,
+    /// Learn from confident verdicts on their own (never from ones with virus symbols).
+    pub autolearn: bool,
+    /// A score (Bayes symbols left out) at or above this is learned as spam.
+    pub autolearn_spam: f64,
+    /// A score (Bayes symbols left out) at or below this is learned as ham.
+    pub autolearn_ham: f64,
+    /// The classifier's constants, `min_learned` (no verdict before this many spam and this
+    /// many ham were learned) among them; see [`crate::bayes::Classifier`].
+    pub classifier: crate::bayes::Classifier,
+}
+
+impl Default for BayesSettings {
+    fn default() -> BayesSettings {
+        BayesSettings {
+            enabled: true,
+            backend: BayesBackend::Store,
+            expire_after: Duration::from_secs(180 * 86_400),
+            autolearn: false,
+            autolearn_spam: 12.0,
+            autolearn_ham: -2.0,
+            classifier: crate::bayes::Classifier::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -583,6 +642,8 @@ pub struct DownstreamSettings {
 pub struct ScanSettings {
     pub max_scan_size: usize,
     pub check_timeout: Duration,
+    /// Scan threads. 0 means none: scans run on the calling thread, which only an offline
+    /// batch may do (`kala eval`); in the config file 0 means one per core.
     pub workers: usize,
 }
 
@@ -909,6 +970,15 @@ impl Settings {
             .entry("AV_TOO_LARGE".into())
             .or_insert(too_large);
 
+        // A banned file is held whatever else the message scores: a negative score (the
+        // Bayes ham bands, a nice rule) must never let it through.
+        for (name, score, _) in crate::attachments::SYMBOLS {
+            if *score >= 10.0 {
+                force_actions
+                    .entry((*name).to_string())
+                    .or_insert(Action::Quarantine);
+            }
+        }
         let raw_attachments = raw.attachments;
         let defaults = crate::attachments::AttachmentPolicy::default();
         let banned_extensions = match raw_attachments.banned_extensions {
@@ -1011,6 +1081,7 @@ impl Settings {
         }
         let (greylist, ratelimit, state) =
             behaviour_from_raw(raw.greylist, raw.ratelimit, raw.state, &fail)?;
+        let bayes = bayes_from_raw(raw.bayes, &state, &fail)?;
         let policy = Policy {
             tag_score: tag,
             quarantine_score: quarantine,
@@ -1097,6 +1168,7 @@ impl Settings {
             greylist,
             ratelimit,
             state,
+            bayes,
             data_dir,
             web,
             store,
@@ -1286,6 +1358,77 @@ fn networks(
             .map_err(|_| fail(key, format!("`{n}` is not a network like 10.0.0.0/8")))
     })
     .collect()
+}
+
+/// The `[bayes]` section, validated.
+fn bayes_from_raw(
+    raw: RawBayes,
+    state: &StateSettings,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<BayesSettings, ConfigError> {
+    let defaults = BayesSettings::default();
+    let backend = match raw.backend.as_deref() {
+        None | Some("store") => BayesBackend::Store,
+        Some("redis") if state.redis.is_some() => BayesBackend::Redis,
+        Some("redis") => {
+            return Err(fail(
+                "bayes.backend",
+                "`redis` needs state.redis, the Redis URL the gateways share".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(fail(
+                "bayes.backend",
+                format!("`{other}`: use `store` (the default) or `redis`"),
+            ));
+        }
+    };
+    let c = defaults.classifier;
+    let classifier = crate::bayes::Classifier {
+        strength: raw.strength.unwrap_or(c.strength),
+        assumed: raw.assumed.unwrap_or(c.assumed),
+        min_distance: raw.min_distance.unwrap_or(c.min_distance),
+        max_tokens: raw.max_tokens.unwrap_or(c.max_tokens),
+        min_learned: raw.min_learned.unwrap_or(c.min_learned),
+    };
+    let strength_ok = classifier.strength.is_finite() && classifier.strength > 0.0;
+    if !strength_ok || !(0.0..=1.0).contains(&classifier.assumed) {
+        return Err(fail(
+            "bayes.strength",
+            "strength must be above 0 and assumed within 0..1".into(),
+        ));
+    }
+    if !(0.0..1.0).contains(&classifier.min_distance) || classifier.max_tokens == 0 {
+        return Err(fail(
+            "bayes.min_distance",
+            "min_distance must be within 0..1 and max_tokens above 0".into(),
+        ));
+    }
+    let settings = BayesSettings {
+        classifier,
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        backend,
+        expire_after: raw.expire_after.unwrap_or(defaults.expire_after),
+        autolearn: raw.autolearn.unwrap_or(defaults.autolearn),
+        autolearn_spam: raw.autolearn_spam.unwrap_or(defaults.autolearn_spam),
+        autolearn_ham: raw.autolearn_ham.unwrap_or(defaults.autolearn_ham),
+    };
+    if settings.expire_after < Duration::from_secs(86_400) {
+        return Err(fail(
+            "bayes.expire_after",
+            "must be at least 1d, or the model forgets faster than it learns".into(),
+        ));
+    }
+    if settings.autolearn_ham >= settings.autolearn_spam {
+        return Err(fail(
+            "bayes.autolearn_ham",
+            format!(
+                "{} must be below bayes.autolearn_spam ({})",
+                settings.autolearn_ham, settings.autolearn_spam
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 /// The `[greylist]`, `[ratelimit]` and `[state]` sections, validated.

@@ -314,6 +314,8 @@ pub struct Page {
 pub struct Quarantine {
     store: Store,
     retention: Retention,
+    /// Taught by the reviewers' marks and by releases of held spam.
+    bayes: Option<std::sync::Arc<crate::bayes::Model>>,
 }
 
 const SUMMARY_COLUMNS: &str = "id, received_at, category, state, sender, recipients, subject, \
@@ -321,7 +323,36 @@ const SUMMARY_COLUMNS: &str = "id, received_at, category, state, sender, recipie
 
 impl Quarantine {
     pub fn new(store: Store, retention: Retention) -> Quarantine {
-        Quarantine { store, retention }
+        Quarantine {
+            store,
+            retention,
+            bayes: None,
+        }
+    }
+
+    /// Lets reviewers' decisions teach `model`: a mark teaches its class, releasing a message
+    /// held as spam teaches ham.
+    pub fn with_bayes(mut self, model: std::sync::Arc<crate::bayes::Model>) -> Quarantine {
+        self.bayes = Some(model);
+        self
+    }
+
+    /// Teaches the Bayes model the stored message `id` as spam or ham; a message already
+    /// learned as that class changes nothing. Returns `None` without a model or a body.
+    pub async fn teach(
+        &self,
+        id: &str,
+        spam: bool,
+    ) -> anyhow::Result<Option<crate::store::bayes::Learned>> {
+        let Some(model) = &self.bayes else {
+            return Ok(None);
+        };
+        let Some(raw) = self.raw(id).await? else {
+            return Ok(None);
+        };
+        let learned = model.learn_raw(&raw, spam).await?;
+        tracing::info!(id, spam, ?learned, "quarantined message learned");
+        Ok(Some(learned))
     }
 
     pub fn store(&self) -> &Store {
@@ -613,6 +644,9 @@ impl Quarantine {
             .execute(self.store.pool())
             .await?
             .rows_affected();
+        if changed > 0 {
+            self.teach(id, mark == Mark::Spam).await?;
+        }
         Ok(changed > 0)
     }
 

@@ -67,6 +67,12 @@ impl Quarantine {
         .await?;
         if released.delivered {
             tracing::info!(id, reply = %released.reply, "quarantined message released");
+            // A reviewer let it through: for spam, that says the filter was wrong.
+            if held.summary.category == super::Category::Spam
+                && let Err(error) = self.teach(id, false).await
+            {
+                tracing::warn!(id, "cannot learn the released message as ham: {error:#}");
+            }
         } else {
             tracing::warn!(id, reply = %released.reply, "release refused by the downstream; message stays held");
         }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub activity: crate::activity::Activity,
     /// Standing problems (a blocklist refusing our resolver), for the dashboard.
     pub health: std::sync::Arc<crate::health::Health>,
+    /// The learned classifier, for autolearning after a verdict.
+    pub bayes: Option<std::sync::Arc<crate::bayes::Model>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Where spools larger than `smtp.memory_spool_size` go.
     pub tmp_dir: PathBuf,
@@ -69,7 +71,17 @@ impl Shared {
         }
         let health = std::sync::Arc::new(crate::health::Health::default());
         add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;
-        let quarantine = Quarantine::new(store, settings.quarantine.retention);
+        let mut quarantine = Quarantine::new(store.clone(), settings.quarantine.retention);
+        let mut bayes = None;
+        if settings.bayes.enabled {
+            let model = crate::bayes::open_model(&settings, &store).await?;
+            pipeline.add_check(std::sync::Arc::new(crate::checks::Bayes::new(
+                model.clone(),
+            )));
+            crate::bayes::spawn_expiry(model.clone(), settings.bayes.expire_after);
+            quarantine = quarantine.with_bayes(model.clone());
+            bayes = Some(model);
+        }
         let tls = if settings.smtp.tls.enabled {
             let config = tls::server_config(
                 &settings.smtp.tls,
@@ -86,6 +98,7 @@ impl Shared {
             quarantine,
             activity: Default::default(),
             health,
+            bayes,
             tls,
             tmp_dir,
             settings,

@@ -665,6 +665,12 @@ impl Session {
         self.shared
             .activity
             .record(outcome, Some(&verdict), crate::store::now());
+        if let Some(model) = &self.shared.bayes
+            && outcome != Action::Tempfail
+            && let Some(spam) = crate::bayes::autolearn_class(&verdict, &self.shared.settings.bayes)
+        {
+            crate::bayes::spawn_autolearn(model.clone(), message.clone(), spam);
+        }
         reply
     }
 

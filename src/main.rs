@@ -45,6 +45,38 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Teach the Bayes classifier: message files, directories, Maildirs or mbox files.
+    Learn {
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        #[arg(long)]
+        ham: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Measure the filter: train Bayes on labelled mail, score other mail with the offline
+    /// pipeline (rules and Bayes; DNS and clamd off), print caught and flagged rates.
+    /// Without test sets, cross-validates within the training sets.
+    Eval {
+        #[arg(long, num_args = 1.., required = true)]
+        train_ham: Vec<PathBuf>,
+        #[arg(long, num_args = 1.., required = true)]
+        train_spam: Vec<PathBuf>,
+        #[arg(long, num_args = 1.., requires = "test_spam")]
+        test_ham: Vec<PathBuf>,
+        #[arg(long, num_args = 1.., requires = "test_ham")]
+        test_spam: Vec<PathBuf>,
+        /// Folds of the cross-validation used when no test sets are given.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print every scored message as JSON lines instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rule file tools.
     Rules {
         #[command(subcommand)]
@@ -216,6 +248,26 @@ fn main() -> ExitCode {
             sender,
             explain,
         } => scan(&file, config.as_deref(), json, &sender, explain),
+        Command::Learn {
+            spam,
+            ham: _,
+            paths,
+            config,
+        } => learn(&paths, spam, config.as_deref()),
+        Command::Eval {
+            train_ham,
+            train_spam,
+            test_ham,
+            test_spam,
+            folds,
+            config,
+            json,
+        } => eval(
+            [train_ham, train_spam, test_ham, test_spam],
+            folds,
+            config.as_deref(),
+            json,
+        ),
         Command::Rules {
             command:
                 RulesCommand::Check {
@@ -366,7 +418,10 @@ fn scan(
         {
             raw.drain(..=end);
         }
-        let pipeline = Pipeline::new(&settings);
+        let mut pipeline = Pipeline::new(&settings);
+        if let Some(model) = bayes_if_stored(&settings).await? {
+            pipeline.add_check(std::sync::Arc::new(kala::checks::Bayes::new(model)));
+        }
         let envelope = Envelope::offline(sender, Vec::new());
         let total = raw.len();
         raw.truncate(pipeline.max_scan_size());
@@ -398,6 +453,99 @@ fn scan(
                     println!("  {:<28} {:>6.2}  {}", s.name, s.score, s.description);
                 }
             }
+        }
+        Ok(())
+    })
+}
+
+/// The Bayes model, for `kala scan`, unless disabled or there is no store yet (a scan
+/// creates no database).
+async fn bayes_if_stored(
+    settings: &Settings,
+) -> anyhow::Result<Option<std::sync::Arc<kala::bayes::Model>>> {
+    let url = &settings.store.url;
+    let no_database_yet = kala::store::sqlite_file(url).is_some_and(|file| !file.exists());
+    if !settings.bayes.enabled || no_database_yet {
+        return Ok(None);
+    }
+    let store = kala::store::Store::open(url).await?;
+    Ok(Some(kala::bayes::open_model(settings, &store).await?))
+}
+
+fn learn(paths: &[PathBuf], spam: bool, config: Option<&Path>) -> anyhow::Result<()> {
+    use kala::store::bayes::Learned;
+    let settings = load_settings(config)?;
+    let mails = kala::mailbox::read(paths)?;
+    anyhow::ensure!(!mails.is_empty(), "no messages found under the given paths");
+    runtime()?.block_on(async move {
+        let store = kala::store::Store::open(&settings.store.url).await?;
+        let model = kala::bayes::open_model(&settings, &store).await?;
+        let (mut new, mut relearned, mut known) = (0, 0, 0);
+        // One transaction per batch: one fsync per hundred messages, not per message.
+        for batch in mails.chunks(100) {
+            let lessons: Vec<_> = batch
+                .iter()
+                .map(|mail| {
+                    let message = kala::message::Message::parse(&mail.raw, mail.raw.len());
+                    kala::bayes::lesson(&message, spam)
+                })
+                .collect();
+            for outcome in model.store.learn(&lessons, kala::store::now()).await? {
+                match outcome {
+                    Learned::New => new += 1,
+                    Learned::Relearned => relearned += 1,
+                    Learned::AlreadyKnown => known += 1,
+                }
+            }
+        }
+        let totals = model.store.totals().await?;
+        let kind = if spam { "spam" } else { "ham" };
+        println!(
+            "{} messages as {kind}: {new} learned, {relearned} moved from the other class, {known} already known",
+            mails.len()
+        );
+        println!(
+            "the model has learned {} spam and {} ham (it scores from {} of each)",
+            totals.spam, totals.ham, settings.bayes.classifier.min_learned
+        );
+        Ok(())
+    })
+}
+
+fn eval(
+    [train_ham, train_spam, test_ham, test_spam]: [Vec<PathBuf>; 4],
+    folds: usize,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use kala::eval::Corpus;
+    let settings = load_settings(config)?;
+    let train = Corpus {
+        ham: kala::mailbox::read(&train_ham)?,
+        spam: kala::mailbox::read(&train_spam)?,
+    };
+    let test = Corpus {
+        ham: kala::mailbox::read(&test_ham)?,
+        spam: kala::mailbox::read(&test_spam)?,
+    };
+    // One thread scans the messages one at a time (see `kala::eval`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let report = if test.ham.is_empty() && test.spam.is_empty() {
+            println!("no test sets: {folds}-fold cross-validation within the training sets");
+            kala::eval::cross_validate(&settings, &train, folds).await?
+        } else {
+            kala::eval::evaluate(&settings, &train, &test).await?
+        };
+        if json {
+            for scored in &report.scored {
+                println!("{}", serde_json::to_string(scored)?);
+            }
+        } else {
+            report.print(kala::eval::CURVE);
         }
         Ok(())
     })
@@ -493,7 +641,10 @@ fn quarantine(config: Option<&Path>, command: QuarantineCommand) -> anyhow::Resu
     let settings = load_settings(config)?;
     runtime()?.block_on(async move {
         let store = kala::store::Store::open(&settings.store.url).await?;
-        let quarantine = Quarantine::new(store, settings.quarantine.retention);
+        let mut quarantine = Quarantine::new(store.clone(), settings.quarantine.retention);
+        if settings.bayes.enabled {
+            quarantine = quarantine.with_bayes(kala::bayes::open_model(&settings, &store).await?);
+        }
         match command {
             QuarantineCommand::List { filter, json } => {
                 let page = quarantine.list(&filter.to_filter()?).await?;

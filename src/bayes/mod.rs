@@ -485,6 +485,50 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_with_transit_headers_and_other_line_ends_is_the_same_message() {
+        let original = "From: a@x.example\r\nMessage-ID: <1@x.example>\r\n\r\nHello\r\nthere\r\n";
+        let relayed = "Received: from mx (mx [192.0.2.1]) by kala\nX-Kala-Score: 1.0\n\
+            From: a@x.example\nMessage-ID: <1@x.example>\n\nHello\nthere\n";
+        let other = "From: a@x.example\r\nMessage-ID: <2@x.example>\r\n\r\nHello\r\nthere\r\n";
+        let d = |raw: &str| digest(&Message::parse(raw.as_bytes(), raw.len()));
+        assert_eq!(d(original), d(relayed));
+        assert_ne!(d(original), d(other));
+    }
+
+    #[test]
+    fn autolearn_leaves_out_bayes_itself_and_never_learns_malware() {
+        use crate::verdict::{Action, Symbol, Verdict};
+        let settings = crate::config::BayesSettings {
+            autolearn: true,
+            ..Default::default()
+        };
+        let verdict = |symbols: Vec<Symbol>| Verdict {
+            action: Action::Accept,
+            score: symbols.iter().map(|s| s.score).sum(),
+            symbols,
+            forced_by: None,
+            headers: Vec::new(),
+        };
+        let spammy = verdict(vec![Symbol::new("KALA_X", 12.5, "")]);
+        assert_eq!(autolearn_class(&spammy, &settings), Some(true));
+        // 8 from rules and 5 from Bayes: Bayes may not vouch for itself.
+        let self_confirmed = verdict(vec![
+            Symbol::new("KALA_X", 8.0, ""),
+            Symbol::new("BAYES_99", 5.0, ""),
+        ]);
+        assert_eq!(autolearn_class(&self_confirmed, &settings), None);
+        let hammy = verdict(vec![Symbol::new("KALA_NICE", -3.0, "")]);
+        assert_eq!(autolearn_class(&hammy, &settings), Some(false));
+        let virus = verdict(vec![
+            Symbol::new("KALA_X", 20.0, ""),
+            Symbol::new("VIRUS", 0.0, ""),
+        ]);
+        assert_eq!(autolearn_class(&virus, &settings), None);
+        let off = crate::config::BayesSettings::default();
+        assert_eq!(autolearn_class(&spammy, &off), None);
+    }
+
+    #[test]
     fn bands() {
         assert_eq!(symbol(0.001).name, "BAYES_00");
         assert_eq!(symbol(0.5).name, "BAYES_50");

@@ -196,11 +196,8 @@ impl TokenStore for MemoryTokens {
         let (model, seen) = &mut *inner;
         let mut outcomes = Vec::with_capacity(lessons.len());
         for lesson in lessons {
-            let outcome = match seen.insert(lesson.digest.clone(), lesson.spam) {
-                Some(was) if was == lesson.spam => Learned::AlreadyKnown,
-                Some(_) => Learned::Relearned,
-                None => Learned::New,
-            };
+            let before = seen.insert(lesson.digest.clone(), lesson.spam);
+            let outcome = Learned::given(before, lesson.spam);
             if outcome == Learned::Relearned {
                 model.unlearn(&lesson.tokens, !lesson.spam);
             }

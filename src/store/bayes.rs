@@ -46,6 +46,17 @@ pub trait TokenStore: Send + Sync {
     async fn expire(&self, cutoff: u64) -> anyhow::Result<u64>;
 }
 
+impl Learned {
+    /// What learning a message as `spam` does, given the class it was learned as before.
+    pub fn given(before: Option<bool>, spam: bool) -> Learned {
+        match before {
+            Some(was_spam) if was_spam == spam => Learned::AlreadyKnown,
+            Some(_) => Learned::Relearned,
+            None => Learned::New,
+        }
+    }
+}
+
 /// How a class change moves one token's counts: +1 to the new class, -1 from the old one.
 pub(crate) fn deltas(spam: bool, relearn: bool) -> (i64, i64) {
     let undo = if relearn { -1 } else { 0 };
@@ -109,11 +120,7 @@ impl TokenStore for Store {
                     .bind(&lesson.digest)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let outcome = match before {
-                Some(was_spam) if (was_spam != 0) == lesson.spam => Learned::AlreadyKnown,
-                Some(_) => Learned::Relearned,
-                None => Learned::New,
-            };
+            let outcome = Learned::given(before.map(|was| was != 0), lesson.spam);
             outcomes.push(outcome);
             if outcome == Learned::AlreadyKnown {
                 continue;

@@ -156,11 +156,7 @@ impl TokenStore for RedisTokens {
                 .arg(self.token_ttl * 2)
                 .query_async(&mut c)
                 .await?;
-            let outcome = match before.as_deref() {
-                Some(was) if was == class => Learned::AlreadyKnown,
-                Some(_) => Learned::Relearned,
-                None => Learned::New,
-            };
+            let outcome = Learned::given(before.map(|was| was == "s"), lesson.spam);
             outcomes.push(outcome);
             if outcome == Learned::AlreadyKnown {
                 continue;

@@ -2,8 +2,8 @@
 //!
 //! The version lives in `kala_schema`; each pending step runs in its own transaction with the
 //! version bump, so a crash mid-migration leaves the previous version intact. The SQL is
-//! written once for both databases; `{blob}` and `{serial}` become each one's binary type and
-//! auto-numbered key.
+//! written once for both databases; `{blob}`, `{serial}` and `{int64_key}` become each one's
+//! binary type, auto-numbered key and 64-bit integer key.
 
 use super::{Dialect, Store};
 
@@ -105,13 +105,14 @@ const STEPS: &[&str] = &[
     CREATE INDEX greylist_expires ON greylist (expires_at);",
     // 5: the Bayes model: per-token counts (a token is a 64-bit hash, stored signed), the
     // digests of learned messages (so nothing is learned twice), and the learned totals.
+    // The token is the table's key itself (SQLite's rowid): one b-tree to update per token,
+    // and no index on touched_at, which every lesson would rewrite; the daily expiry scans.
     "CREATE TABLE bayes_token (
-        token BIGINT PRIMARY KEY,
+        token {int64_key},
         spam BIGINT NOT NULL,
         ham BIGINT NOT NULL,
         touched_at BIGINT NOT NULL
     );
-    CREATE INDEX bayes_token_touched ON bayes_token (touched_at);
     CREATE TABLE bayes_seen (
         digest TEXT PRIMARY KEY,
         spam INTEGER NOT NULL,
@@ -156,14 +157,20 @@ pub(super) async fn apply(store: &Store) -> anyhow::Result<()> {
              run the Kala release that wrote it, or restore a backup"
         );
     }
-    let (blob, serial) = match store.dialect() {
-        Dialect::Sqlite => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
-        Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY"),
+    let (blob, serial, int64_key) = match store.dialect() {
+        // SQLite's INTEGER is 64 bits, and as the primary key it is the rowid.
+        Dialect::Sqlite => (
+            "BLOB",
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "INTEGER PRIMARY KEY",
+        ),
+        Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY", "BIGINT PRIMARY KEY"),
     };
     while version < CURRENT {
         let sql = STEPS[version as usize]
             .replace("{blob}", blob)
-            .replace("{serial}", serial);
+            .replace("{serial}", serial)
+            .replace("{int64_key}", int64_key);
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)

@@ -970,10 +970,12 @@ impl Settings {
             .entry("AV_TOO_LARGE".into())
             .or_insert(too_large);
 
-        // A banned file is held whatever else the message scores: a negative score (the
-        // Bayes ham bands, a nice rule) must never let it through.
+        // An attachment symbol that alone reaches the quarantine score holds the message
+        // whatever else it scores: a negative score (the Bayes ham bands, a nice rule) must
+        // never let a banned file through.
         for (name, score, _) in crate::attachments::SYMBOLS {
-            if *score >= 10.0 {
+            let score = raw.policy.scores.get(*name).copied().unwrap_or(*score);
+            if score >= quarantine {
                 force_actions
                     .entry((*name).to_string())
                     .or_insert(Action::Quarantine);

@@ -200,11 +200,10 @@ fn pipeline(settings: &Settings, tokens: Arc<MemoryTokens>) -> Pipeline {
     pipeline
 }
 
-async fn train_model(lessons: &[&Lesson]) -> anyhow::Result<Arc<MemoryTokens>> {
+fn train_model<'a>(lessons: impl IntoIterator<Item = &'a Lesson>) -> Arc<MemoryTokens> {
     let tokens = Arc::new(MemoryTokens::default());
-    let owned: Vec<Lesson> = lessons.iter().map(|l| (*l).clone()).collect();
-    tokens.learn(&owned, 0).await?;
-    Ok(tokens)
+    tokens.teach(lessons);
+    tokens
 }
 
 async fn score(
@@ -245,8 +244,7 @@ pub async fn evaluate(
 ) -> anyhow::Result<Report> {
     let max = settings.scan.max_scan_size;
     let trained = parse(train, max);
-    let lessons: Vec<&Lesson> = trained.iter().map(|p| &p.lesson).collect();
-    let tokens = train_model(&lessons).await?;
+    let tokens = train_model(trained.iter().map(|p| &p.lesson));
     let totals = tokens.totals().await?;
     drop(trained);
     let pipeline = pipeline(settings, tokens);
@@ -297,13 +295,13 @@ pub async fn cross_validate(
     let mut trained = Totals::default();
     let (mut cpu, mut wall) = (0.0, 0.0);
     for fold in 0..folds {
-        let lessons: Vec<&Lesson> = parsed
-            .iter()
-            .zip(&fold_of)
-            .filter(|(_, f)| **f != fold)
-            .map(|(p, _)| &p.lesson)
-            .collect();
-        let tokens = train_model(&lessons).await?;
+        let tokens = train_model(
+            parsed
+                .iter()
+                .zip(&fold_of)
+                .filter(|(_, f)| **f != fold)
+                .map(|(p, _)| &p.lesson),
+        );
         let totals = tokens.totals().await?;
         trained.spam += totals.spam;
         trained.ham += totals.ham;

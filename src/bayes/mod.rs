@@ -192,9 +192,21 @@ impl TokenStore for MemoryTokens {
     }
 
     async fn learn(&self, lessons: &[Lesson], _now: u64) -> anyhow::Result<Vec<Learned>> {
+        Ok(self.teach(lessons))
+    }
+
+    async fn expire(&self, _cutoff: u64) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+}
+
+impl MemoryTokens {
+    /// Learns `lessons` at once, without copying them (`kala eval` trains from borrowed
+    /// lessons, fold after fold).
+    pub fn teach<'a>(&self, lessons: impl IntoIterator<Item = &'a Lesson>) -> Vec<Learned> {
         let mut inner = self.lock();
         let (model, seen) = &mut *inner;
-        let mut outcomes = Vec::with_capacity(lessons.len());
+        let mut outcomes = Vec::new();
         for lesson in lessons {
             let before = seen.insert(lesson.digest.clone(), lesson.spam);
             let outcome = Learned::given(before, lesson.spam);
@@ -206,15 +218,9 @@ impl TokenStore for MemoryTokens {
             }
             outcomes.push(outcome);
         }
-        Ok(outcomes)
+        outcomes
     }
 
-    async fn expire(&self, _cutoff: u64) -> anyhow::Result<u64> {
-        Ok(0)
-    }
-}
-
-impl MemoryTokens {
     fn lock(&self) -> std::sync::MutexGuard<'_, (MemoryModel, HashMap<String, bool>)> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

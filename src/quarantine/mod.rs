@@ -344,13 +344,26 @@ impl Quarantine {
         id: &str,
         spam: bool,
     ) -> anyhow::Result<Option<crate::store::bayes::Learned>> {
-        let Some(model) = &self.bayes else {
+        if self.bayes.is_none() {
             return Ok(None);
-        };
+        }
         let Some(raw) = self.raw(id).await? else {
             return Ok(None);
         };
-        let learned = model.learn_raw(&raw, spam).await?;
+        self.teach_raw(id, &raw, spam).await
+    }
+
+    /// [`Quarantine::teach`] with the stored body already in hand (a release just read it).
+    async fn teach_raw(
+        &self,
+        id: &str,
+        raw: &[u8],
+        spam: bool,
+    ) -> anyhow::Result<Option<crate::store::bayes::Learned>> {
+        let Some(model) = &self.bayes else {
+            return Ok(None);
+        };
+        let learned = model.learn_raw(raw, spam).await?;
         tracing::info!(id, spam, ?learned, "quarantined message learned");
         Ok(Some(learned))
     }

@@ -69,7 +69,7 @@ impl Quarantine {
             tracing::info!(id, reply = %released.reply, "quarantined message released");
             // A reviewer let it through: for spam, that says the filter was wrong.
             if held.summary.category == super::Category::Spam
-                && let Err(error) = self.teach(id, false).await
+                && let Err(error) = self.teach_raw(id, &raw, false).await
             {
                 tracing::warn!(id, "cannot learn the released message as ham: {error:#}");
             }

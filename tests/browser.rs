@@ -36,6 +36,46 @@ async fn tracker() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until the element at `locator` reads `want`. Reads that fail (the element is not
+/// there yet, or went stale because the page was replaced) are retried until the deadline.
+async fn wait_for_text(c: &fantoccini::Client, locator: Locator<'_>, want: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut last = String::new();
+    loop {
+        match c.find(locator).await {
+            Ok(element) => match element.text().await {
+                Ok(text) if text == want => return,
+                Ok(text) => last = text,
+                Err(error) => last = format!("({error})"),
+            },
+            Err(error) => last = format!("({error})"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} for {want:?}; the page shows {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the browser's address ends with `path`.
+async fn wait_for_url(c: &fantoccini::Client, path: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.path() == path {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} to reach {path}; the browser is at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn review_in_a_real_browser() {
     let sink = Sink::start().await;
@@ -102,24 +142,9 @@ async fn review_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let count = c
-            .find(Locator::Id("count"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if count == "1 shown of 1 matching" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the filter did not apply: {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The submit reloads the page: poll until the new page shows the filtered count. An
+    // element found on the old page goes stale mid-read, so a failed read just retries.
+    wait_for_text(c, Locator::Id("count"), "1 shown of 1 matching").await;
 
     // Open it and release it.
     c.find(Locator::LinkText("Invoice March"))
@@ -197,9 +222,11 @@ async fn review_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The form redirects to the dashboard once the choice is saved; wait for that before
+    // leaving, or the next page could load before the choice is stored.
+    wait_for_url(c, "/dashboard").await;
     c.goto(&format!("{base}/quarantine")).await.unwrap();
-    let heading = c.wait().for_element(Locator::Css("h1")).await.unwrap();
-    assert_eq!(heading.text().await.unwrap(), "Mesazhet e mbajtura");
+    wait_for_text(c, Locator::Css("h1"), "Mesazhet e mbajtura").await;
     let html = c.source().await.unwrap();
     assert!(html.contains("lang=\"sq\""));
 

@@ -232,6 +232,15 @@ struct RawAntivirus {
 struct RawRules {
     dirs: Option<Vec<PathBuf>>,
     language: Option<String>,
+    keep_versions: Option<usize>,
+    watch: Option<bool>,
+    #[serde(with = "humantime_serde::option")]
+    watch_every: Option<Duration>,
+    update_from: Option<String>,
+    update_key: Option<String>,
+    sample_relayed: Option<usize>,
+    #[serde(with = "humantime_serde::option")]
+    sample_retention: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,6 +597,33 @@ pub struct RulesSettings {
     pub dirs: Vec<PathBuf>,
     /// Language of rule descriptions in headers and logs (`en`, `sq`, `sr`).
     pub language: String,
+    /// Where `kala rules update` unpacks verified bundles (`DATA_DIR/rule-updates`); read
+    /// before `dirs`, so local rules override the update's.
+    pub update_dir: PathBuf,
+    /// Activated versions kept for rollback.
+    pub keep_versions: usize,
+    /// Reload when a rule file changes (checked every `watch_every`).
+    pub watch: bool,
+    pub watch_every: Duration,
+    /// A directory or an http(s) URL holding `kala-rules.zip` and its `.minisig`.
+    pub update_from: Option<String>,
+    /// The minisign public key (the `RW...` line) bundles must be signed with.
+    pub update_key: Option<String>,
+    /// Relayed messages kept for `kala rules try` (0: none, the default, for privacy).
+    pub sample_relayed: usize,
+    pub sample_retention: Duration,
+}
+
+impl RulesSettings {
+    /// What the rule set is read from: the update directory when there is one, then `dirs`.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        let mut sources = Vec::with_capacity(self.dirs.len() + 1);
+        if self.update_dir.is_dir() {
+            sources.push(self.update_dir.clone());
+        }
+        sources.extend(self.dirs.iter().cloned());
+        sources
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1100,12 +1136,45 @@ impl Settings {
                 format!("`{language}` is not one of en, sq, sr"),
             ));
         }
+        if let Some(key) = &raw.rules.update_key
+            && minisign::PublicKey::from_base64(key.trim()).is_err()
+        {
+            return Err(fail(
+                "rules.update_key",
+                "is not a minisign public key (the `RW...` line of the .pub file)".into(),
+            ));
+        }
+        if raw.rules.update_from.is_some() && raw.rules.update_key.is_none() {
+            return Err(fail(
+                "rules.update_key",
+                "is needed with rules.update_from: bundles are only taken signed".into(),
+            ));
+        }
+        let watch_every = raw.rules.watch_every.unwrap_or(Duration::from_secs(2));
+        if watch_every < Duration::from_millis(100) {
+            return Err(fail("rules.watch_every", "must be at least 100ms".into()));
+        }
+        let rules_data_dir = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./var"));
         let rules = RulesSettings {
             dirs: raw
                 .rules
                 .dirs
                 .unwrap_or_else(|| vec![PathBuf::from("rules")]),
             language,
+            update_dir: rules_data_dir.join("rule-updates"),
+            keep_versions: raw.rules.keep_versions.unwrap_or(20).max(1),
+            watch: raw.rules.watch.unwrap_or(true),
+            watch_every,
+            update_from: raw.rules.update_from,
+            update_key: raw.rules.update_key,
+            sample_relayed: raw.rules.sample_relayed.unwrap_or(0),
+            sample_retention: raw
+                .rules
+                .sample_retention
+                .unwrap_or(Duration::from_secs(7 * 86_400)),
         };
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod commands;
+
 use kala::checks::Pipeline;
 use kala::config::{LogFormat, Settings};
 use kala::envelope::Envelope;
@@ -79,8 +81,10 @@ enum Command {
     },
     /// Rule file tools.
     Rules {
+        #[arg(long, short, env = "KALA_CONFIG", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
-        command: RulesCommand,
+        command: commands::rules::RulesCommand,
     },
     /// Configuration tools.
     Config {
@@ -217,20 +221,6 @@ struct MatchingArgs {
 }
 
 #[derive(Subcommand)]
-enum RulesCommand {
-    /// Parse and compile rule files; print what runs, what does not and why. Exits non-zero
-    /// on errors. Without arguments, checks the configured rules.dirs.
-    Check {
-        dirs: Vec<PathBuf>,
-        #[arg(long, short, env = "KALA_CONFIG")]
-        config: Option<PathBuf>,
-        /// Print every warning, not just the first 20.
-        #[arg(long)]
-        all_warnings: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a configuration file and print what it sets up.
     Check { file: PathBuf },
@@ -268,14 +258,7 @@ fn main() -> ExitCode {
             config.as_deref(),
             json,
         ),
-        Command::Rules {
-            command:
-                RulesCommand::Check {
-                    dirs,
-                    config,
-                    all_warnings,
-                },
-        } => rules_check(dirs, config.as_deref(), all_warnings),
+        Command::Rules { config, command } => commands::rules::run(config.as_deref(), command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Settings::load(&file)
@@ -549,91 +532,6 @@ fn eval(
         }
         Ok(())
     })
-}
-
-fn rules_check(
-    dirs: Vec<PathBuf>,
-    config: Option<&Path>,
-    all_warnings: bool,
-) -> anyhow::Result<()> {
-    let dirs = if dirs.is_empty() {
-        load_settings(config)?.rules.dirs
-    } else {
-        dirs
-    };
-    let started = std::time::Instant::now();
-    let set = kala::rules::RuleSet::load(&dirs);
-    let elapsed = started.elapsed();
-    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    println!(
-        "{} rule files read from {}; {} rules; compiled in {:.2} s",
-        set.files_read,
-        shown.join(", "),
-        set.len(),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "\n{:<9} {:>7} {:>7} {:>7} {:>7} {:>12}",
-        "type", "regex", "fancy", "meta", "exists", "not running"
-    );
-    for (kind, stats) in &set.stats {
-        let unsupported: usize = stats.unsupported.values().map(|(n, _)| n).sum();
-        println!(
-            "{kind:<9} {:>7} {:>7} {:>7} {:>7} {:>12}",
-            stats.regex, stats.fancy, stats.meta, stats.other, unsupported
-        );
-    }
-    println!(
-        "\n(regex: Rust regex in the prefilter; fancy: PCRE2 with its JIT, or fancy-regex, each with a match limit)"
-    );
-    let mut reasons: Vec<(String, usize, Vec<String>)> = Vec::new();
-    for (kind, stats) in &set.stats {
-        for (why, (count, examples)) in &stats.unsupported {
-            reasons.push((format!("{kind}: {why}"), *count, examples.clone()));
-        }
-    }
-    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
-    if !reasons.is_empty() {
-        println!("\nNot running, by reason:");
-        for (why, count, examples) in reasons.iter().take(40) {
-            println!("  {count:>5}  {why}  (e.g. {})", examples.join(", "));
-        }
-        if reasons.len() > 40 {
-            println!("  ... and {} more reasons", reasons.len() - 40);
-        }
-    }
-    let (supported, eligible) = set.coverage();
-    if eligible > 0 {
-        println!(
-            "\nRules not needing an eval: function Kala lacks: {supported} of {eligible} run ({:.1} %)",
-            100.0 * supported as f64 / eligible as f64
-        );
-    }
-    if !set.ignored.is_empty() {
-        let ignored: Vec<String> = set
-            .ignored
-            .iter()
-            .map(|(k, n)| format!("{k} x{n}"))
-            .collect();
-        println!("\nDirectives read but not acted on: {}", ignored.join(", "));
-    }
-    if !set.warnings.is_empty() {
-        println!("\n{} warnings:", set.warnings.len());
-        for w in set
-            .warnings
-            .iter()
-            .take(if all_warnings { usize::MAX } else { 20 })
-        {
-            println!("  warning: {w}");
-        }
-    }
-    if !set.errors.is_empty() {
-        for e in &set.errors {
-            eprintln!("error: {e}");
-        }
-        anyhow::bail!("{} errors in the rule files", set.errors.len());
-    }
-    Ok(())
 }
 
 fn quarantine(config: Option<&Path>, command: QuarantineCommand) -> anyhow::Result<()> {

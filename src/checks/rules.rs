@@ -16,12 +16,15 @@ pub struct SpamRules {
     active: ArcSwap<RuleSet>,
     /// Language of the descriptions put in symbols.
     language: String,
+    /// Hits per rule since the last [`SpamRules::take_hits`] (the gateway adds them to the
+    /// store every minute: one write a minute, not one per message).
+    hits: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl SpamRules {
     /// Loads and compiles the rule files, logging what could not be used.
     pub fn load(settings: &RulesSettings) -> SpamRules {
-        let dirs = &settings.dirs;
+        let dirs = &settings.sources();
         let set = RuleSet::load(dirs);
         for error in &set.errors {
             tracing::error!(%error, "rule not loaded");
@@ -38,7 +41,18 @@ impl SpamRules {
         SpamRules {
             active: ArcSwap::from_pointee(set),
             language: language.to_string(),
+            hits: Default::default(),
         }
+    }
+
+    /// The hits counted since the last call, by rule.
+    pub fn take_hits(&self) -> Vec<(String, u64)> {
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *hits).into_iter().collect()
+    }
+
+    pub fn language(&self) -> &str {
+        &self.language
     }
 
     /// The set in force now.
@@ -76,13 +90,23 @@ impl Check for SpamRules {
             .cpu
             .run(move || evaluated.evaluate(&message, &envelope))
             .await?;
+        {
+            let mut counts = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+            for hit in &hits {
+                *counts.entry(hit.name.clone()).or_default() += 1;
+            }
+        }
         let symbols = hits
             .into_iter()
             .map(|hit| {
-                let description = set
+                let mut description = set
                     .description(&hit.name, &self.language)
                     .unwrap_or(&hit.description)
                     .to_string();
+                if let Some(would) = hit.shadow {
+                    // Listed so admins see it fire; scored 0, so the verdict is unchanged.
+                    description = format!("[shadow, would score {would}] {description}");
+                }
                 let symbol = Symbol::new(hit.name, hit.score, description);
                 match hit.matched {
                     Some(text) => symbol.with_detail(text),

@@ -11,6 +11,8 @@ pub mod expr;
 pub mod parse;
 pub mod perl;
 pub mod prefilter;
+pub mod snapshot;
+pub mod tests;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,9 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use regex::{Regex, RegexBuilder};
 
 use self::expr::{Expr, ExprError};
-use self::parse::{Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, Tflags, View};
+use self::parse::{
+    Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, TestCase, Tflags, View,
+};
 use self::perl::{Engine, PerlPattern};
 use self::prefilter::Prefilter;
+use self::snapshot::Snapshot;
 use self::views::Views;
 use crate::envelope::Envelope;
 use crate::message::Message;
@@ -85,6 +90,8 @@ struct Rule {
     disabled: bool,
     file: PathBuf,
     line: usize,
+    /// The defining line as written.
+    source: String,
 }
 
 /// The header rules reading one header (with one modifier).
@@ -126,6 +133,29 @@ pub struct RuleSet {
     pub ignored: BTreeMap<String, usize>,
     pub files_read: usize,
     pub required_score: Option<f64>,
+    /// The `test_message` cases the files carry.
+    pub tests: Vec<TestCase>,
+    /// The files this set was built from.
+    pub snapshot: std::sync::Arc<Snapshot>,
+    /// Shadow rules (`tflags NAME shadow`) that are not metas: their hits are hidden from
+    /// metas.
+    shadows: Vec<usize>,
+}
+
+/// What the rules pages show about one rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleInfo {
+    pub name: String,
+    /// `header`, `body`, `rawbody`, `uri`, `full` or `meta`.
+    pub kind: &'static str,
+    pub score: f64,
+    pub description: String,
+    pub file: String,
+    pub line: usize,
+    pub definition: String,
+    pub shadow: bool,
+    /// Why the rule does not run, if it does not.
+    pub unsupported: Option<String>,
 }
 
 /// One rule that fired on a message.
@@ -137,6 +167,8 @@ pub struct Hit {
     pub description: String,
     /// The text that matched (first match), for explanations.
     pub matched: Option<String>,
+    /// A shadow rule's hit: `score` is 0 and this is what it would have scored.
+    pub shadow: Option<f64>,
 }
 
 impl RuleSet {
@@ -144,6 +176,11 @@ impl RuleSet {
     /// a rule that cannot be compiled is left out, never the whole set.
     pub fn load(paths: &[PathBuf]) -> RuleSet {
         RuleSet::compile(RuleFiles::read_paths(paths))
+    }
+
+    /// Rebuilds a set from the files of an earlier version.
+    pub fn from_snapshot(paths: &[PathBuf], snapshot: Snapshot) -> RuleSet {
+        RuleSet::compile(RuleFiles::replay(paths, std::sync::Arc::new(snapshot)))
     }
 
     /// Parses and compiles rule text (for tests).
@@ -190,6 +227,8 @@ impl RuleSet {
             ignored,
             files_read,
             required_score,
+            tests,
+            read,
             ..
         } = files;
         let mut set = RuleSet {
@@ -206,6 +245,9 @@ impl RuleSet {
             ignored,
             files_read,
             required_score,
+            tests,
+            snapshot: std::sync::Arc::new(read),
+            shadows: Vec::new(),
         };
         let names: Vec<String> = defs.keys().cloned().collect();
         for (index, name) in names.iter().enumerate() {
@@ -278,8 +320,12 @@ impl RuleSet {
                 disabled,
                 file: def.file,
                 line: def.line,
+                source: def.source,
             });
         }
+        set.shadows = (0..set.rules.len())
+            .filter(|&i| set.rules[i].tflags.shadow && set.rules[i].view.is_some())
+            .collect();
         set.compile_metas(meta_sources);
         set.build_prefilters();
         set.count_stats();
@@ -534,11 +580,20 @@ impl RuleSet {
             }
         }
 
+        // Shadow rules count for nothing, metas included; their hits come back afterwards.
+        let shadowed: Vec<(usize, u32)> = self
+            .shadows
+            .iter()
+            .map(|&i| (i, std::mem::take(&mut counts[i])))
+            .collect();
         for &index in &self.metas {
             if let Matcher::Meta(expr) = &self.rules[index].matcher {
                 let value = expr.eval(&|i| f64::from(counts[i]));
                 counts[index] = u32::from(value != 0.0);
             }
+        }
+        for (index, count) in shadowed {
+            counts[index] = count;
         }
 
         let mut hits: Vec<Hit> = counts
@@ -552,12 +607,14 @@ impl RuleSet {
                 } else {
                     rule.score
                 };
+                let shadow = rule.tflags.shadow.then_some(score);
                 Hit {
                     name: rule.name.clone(),
-                    score,
+                    score: if shadow.is_some() { 0.0 } else { score },
                     count,
                     description: rule.descriptions.get("").cloned().unwrap_or_default(),
                     matched: matched[i].take(),
+                    shadow,
                 }
             })
             .collect();
@@ -585,6 +642,45 @@ impl RuleSet {
             }
         }
         (supported, eligible)
+    }
+
+    /// Every reported rule (not `__` sub-rules), for the rules pages, in name order.
+    pub fn rules_info(&self, lang: &str) -> Vec<RuleInfo> {
+        let mut all: Vec<RuleInfo> = self
+            .rules
+            .iter()
+            .filter(|r| !r.silent)
+            .map(|r| self.info(r, lang))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn rule_info(&self, name: &str, lang: &str) -> Option<RuleInfo> {
+        Some(self.info(&self.rules[*self.by_name.get(name)?], lang))
+    }
+
+    fn info(&self, rule: &Rule, lang: &str) -> RuleInfo {
+        RuleInfo {
+            name: rule.name.clone(),
+            kind: match (&rule.matcher, rule.view) {
+                (Matcher::Meta(_), _) | (_, None) => "meta",
+                (_, Some(view)) => view.name(),
+            },
+            score: rule.score,
+            description: self
+                .description(&rule.name, lang)
+                .unwrap_or_default()
+                .to_string(),
+            file: rule.file.display().to_string(),
+            line: rule.line,
+            definition: rule.source.clone(),
+            shadow: rule.tflags.shadow,
+            unsupported: match &rule.matcher {
+                Matcher::Unsupported(why) => Some(why.clone()),
+                _ => None,
+            },
+        }
     }
 
     /// `file:line` of a rule, for explanations.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::expr::{self, ExprError};
 use super::perl::{self, PerlPattern};
+use super::snapshot::Snapshot;
 
 /// The SpamAssassin version Kala answers to `if (version >= ...)`: the rules Kala runs are those
 /// SpamAssassin 4.0.1 would run.
@@ -160,6 +161,9 @@ pub struct Tflags {
     pub multiple: bool,
     pub maxhits: Option<u32>,
     pub noautolearn: bool,
+    /// Kala's own flag: the rule runs and its hits are logged and counted, but it scores
+    /// nothing and metas do not see it, so a new rule can be watched before it counts.
+    pub shadow: bool,
     pub all: Vec<String>,
 }
 
@@ -170,6 +174,20 @@ pub struct RuleDef {
     pub kind: RuleKind,
     pub file: PathBuf,
     pub line: usize,
+    /// The defining line as written (for the rules pages).
+    pub source: String,
+}
+
+/// A rule test: a fixture message and the symbols it must and must not produce
+/// (`test_message FIXTURE NAME !OTHER`, in a rule file or in a `tests/*.cf` file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    pub file: PathBuf,
+    pub line: usize,
+    pub fixture: PathBuf,
+    pub message: Vec<u8>,
+    pub hits: Vec<String>,
+    pub misses: Vec<String>,
 }
 
 /// Everything read from a set of rule files.
@@ -191,6 +209,56 @@ pub struct RuleFiles {
     /// Rules named by `replace_rules`, and the tag definitions.
     replace: ReplaceTags,
     pub files_read: usize,
+    pub tests: Vec<TestCase>,
+    /// Every file read (rules, includes, tests, fixtures) with its bytes: what a version of
+    /// the rule set is made of.
+    pub read: Snapshot,
+    reader: Reader,
+}
+
+/// Where rule files come from: the disk, or a snapshot kept from an earlier activation.
+#[derive(Debug, Default)]
+enum Reader {
+    #[default]
+    Disk,
+    Replay(std::sync::Arc<Snapshot>),
+}
+
+impl Reader {
+    fn is_dir(&self, path: &Path) -> bool {
+        match self {
+            Reader::Disk => path.is_dir(),
+            Reader::Replay(snapshot) => snapshot.files.keys().any(|f| f.parent() == Some(path)),
+        }
+    }
+
+    /// The `*.cf` files directly in `dir`, sorted by name.
+    fn cf_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = match self {
+            Reader::Disk => std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect(),
+            Reader::Replay(snapshot) => snapshot
+                .files
+                .keys()
+                .filter(|f| f.parent() == Some(dir))
+                .cloned()
+                .collect(),
+        };
+        files.retain(|p| p.extension().is_some_and(|e| e == "cf"));
+        files.sort();
+        Ok(files)
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        match self {
+            Reader::Disk => std::fs::read(path),
+            Reader::Replay(snapshot) => snapshot.files.get(path).cloned().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not in this version")
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -338,20 +406,37 @@ impl RuleFiles {
     /// Reads every `*.cf` file (sorted by name) of each directory, in order, as SpamAssassin
     /// reads its rule directories. A file path may be given instead of a directory.
     pub fn read_paths(paths: &[PathBuf]) -> RuleFiles {
-        let mut files = RuleFiles::default();
+        RuleFiles::read_with(paths, Reader::Disk)
+    }
+
+    /// Reads the files of an earlier version (the paths it was read from), without the disk.
+    pub fn replay(paths: &[PathBuf], snapshot: std::sync::Arc<Snapshot>) -> RuleFiles {
+        RuleFiles::read_with(paths, Reader::Replay(snapshot))
+    }
+
+    /// Each directory's `tests/*.cf` files are read too, for their `test_message` lines only.
+    fn read_with(paths: &[PathBuf], reader: Reader) -> RuleFiles {
+        let mut files = RuleFiles {
+            reader,
+            ..RuleFiles::default()
+        };
         for path in paths {
-            if path.is_dir() {
-                let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
-                    Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            if files.reader.is_dir(path) {
+                let entries = match files.reader.cf_files(path) {
+                    Ok(entries) => entries,
                     Err(e) => {
                         files.error(path, 0, format!("cannot read the rule directory: {e}"));
                         continue;
                     }
                 };
-                entries.retain(|p| p.extension().is_some_and(|e| e == "cf") && p.is_file());
-                entries.sort();
                 for file in entries {
                     files.read_file(&file, 0);
+                }
+                let tests = path.join("tests");
+                if files.reader.is_dir(&tests) {
+                    for file in files.reader.cf_files(&tests).unwrap_or_default() {
+                        files.read_test_file(&file);
+                    }
                 }
             } else {
                 files.read_file(path, 0);
@@ -359,6 +444,70 @@ impl RuleFiles {
         }
         files.apply_replace_tags();
         files
+    }
+
+    fn read_test_file(&mut self, path: &Path) {
+        let bytes = match self.reader.read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.error(path, 0, format!("cannot read: {e}")),
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        self.read.files.insert(path.to_path_buf(), bytes);
+        for (index, raw_line) in text.lines().enumerate() {
+            let line = strip_comment(raw_line);
+            let (keyword, rest) = split_word(line.trim());
+            match keyword {
+                "" => {}
+                "test_message" => self.test_message(rest, path, index + 1),
+                other => self.error(
+                    path,
+                    index + 1,
+                    format!("only `test_message` lines belong in a tests file, not `{other}`"),
+                ),
+            }
+        }
+    }
+
+    /// `test_message FIXTURE NAME... !NAME...`, the fixture relative to the file.
+    fn test_message(&mut self, rest: &str, file: &Path, line: usize) {
+        let mut words = rest.split_whitespace();
+        let Some(fixture) = words.next() else {
+            return self.error(file, line, "`test_message` needs a fixture file".into());
+        };
+        let fixture = file.parent().unwrap_or(Path::new(".")).join(fixture);
+        let (mut hits, mut misses) = (Vec::new(), Vec::new());
+        for word in words {
+            match word.strip_prefix('!') {
+                Some(name) => misses.push(name.to_string()),
+                None => hits.push(word.to_string()),
+            }
+        }
+        if hits.is_empty() && misses.is_empty() {
+            return self.error(
+                file,
+                line,
+                "`test_message` needs the symbols expected (NAME) or not expected (!NAME)".into(),
+            );
+        }
+        let message = match self.reader.read(&fixture) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return self.error(
+                    file,
+                    line,
+                    format!("cannot read the fixture {}: {e}", fixture.display()),
+                );
+            }
+        };
+        self.read.files.insert(fixture.clone(), message.clone());
+        self.tests.push(TestCase {
+            file: file.to_path_buf(),
+            line,
+            fixture,
+            message,
+            hits,
+            misses,
+        });
     }
 
     /// Parses rule text as if it came from `file` (for tests and `kala rules check -`).
@@ -390,9 +539,10 @@ impl RuleFiles {
             self.error(path, 0, "include nesting deeper than 8".into());
             return;
         }
-        match std::fs::read(path) {
+        match self.reader.read(path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
+                self.read.files.insert(path.to_path_buf(), bytes);
                 self.read_str(&text, path, depth);
             }
             Err(e) => self.error(path, 0, format!("cannot read: {e}")),
@@ -479,6 +629,7 @@ impl RuleFiles {
                     kind,
                     file: file.to_path_buf(),
                     line,
+                    source: format!("{keyword} {rest}"),
                 },
             );
         };
@@ -578,6 +729,7 @@ impl RuleFiles {
                         "learn" => flags.learn = true,
                         "multiple" => flags.multiple = true,
                         "noautolearn" => flags.noautolearn = true,
+                        "shadow" => flags.shadow = true,
                         f if f.starts_with("maxhits=") => flags.maxhits = f[8..].parse().ok(),
                         _ => {}
                     }
@@ -598,6 +750,7 @@ impl RuleFiles {
                 Ok(v) => self.required_score = Some(v),
                 Err(_) => self.error(file, line, format!("`{keyword}` needs a number")),
             },
+            "test_message" => self.test_message(rest, file, line),
             "include" => {
                 let target = file.parent().unwrap_or(Path::new(".")).join(rest.trim());
                 self.read_file(&target, depth + 1);

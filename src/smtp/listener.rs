@@ -55,6 +55,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     shared
         .quarantine
         .spawn_purge(shared.settings.quarantine.purge_interval);
+    shared.rulesets.spawn_background()?;
+    crate::control::serve(shared.clone())?;
     if shared.settings.antivirus.enabled {
         let settings = &shared.settings;
         let clamd = crate::antivirus::Clamd::from_settings(&settings.antivirus);

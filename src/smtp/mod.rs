@@ -37,6 +37,8 @@ pub struct Shared {
     pub activity: crate::activity::Activity,
     /// Standing problems (a blocklist refusing our resolver), for the dashboard.
     pub health: std::sync::Arc<crate::health::Health>,
+    /// The rule set's reloads, versions and rollbacks.
+    pub rulesets: std::sync::Arc<crate::ruleset::RuleSets>,
     /// The learned classifier, for autolearning after a verdict.
     pub bayes: Option<std::sync::Arc<crate::bayes::Model>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -53,6 +55,12 @@ impl Shared {
             .with_context(|| format!("cannot create {} (data_dir)", tmp_dir.display()))?;
         let store = crate::store::Store::open(&settings.store.url).await?;
         let mut pipeline = Pipeline::new(&settings);
+        let rulesets = std::sync::Arc::new(crate::ruleset::RuleSets::new(
+            pipeline.rules().clone(),
+            settings.rules.clone(),
+            store.clone(),
+        ));
+        rulesets.start().await?;
         let lists = std::sync::Arc::new(crate::checks::SenderLists::new(
             store.clone(),
             settings.lists.clone(),
@@ -98,6 +106,7 @@ impl Shared {
             quarantine,
             activity: Default::default(),
             health,
+            rulesets,
             bayes,
             tls,
             tmp_dir,

@@ -671,6 +671,22 @@ impl Session {
         {
             crate::bayes::spawn_autolearn(model.clone(), message.clone(), spam);
         }
+        let rules = &self.shared.settings.rules;
+        if rules.sample_relayed > 0 && matches!(outcome, Action::Accept | Action::Tag) {
+            // Kept (off by default) so `kala rules try` can show what new rules would do to
+            // mail that passed; written after the reply is decided, never delaying it.
+            let store = self.shared.quarantine.store().clone();
+            let (keep, max_age) = (rules.sample_relayed, rules.sample_retention.as_secs());
+            let (verdict, message) = (verdict.clone(), message.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store
+                    .add_rule_sample(&verdict, &message.raw, keep, max_age)
+                    .await
+                {
+                    tracing::warn!(error = %e, "relayed sample not kept");
+                }
+            });
+        }
         reply
     }
 

@@ -124,6 +124,31 @@ const STEPS: &[&str] = &[
         ham BIGINT NOT NULL
     );
     INSERT INTO bayes_totals (id, spam, ham) VALUES (1, 0, 0);",
+    // 6: rule set versions (the zipped files of each activation, who and when) and the
+    // daily hit counts of each rule, and the sample of relayed mail `kala rules try` scores
+    // (empty unless rules.sample_relayed is set).
+    "CREATE TABLE rule_version (
+        id {serial},
+        hash TEXT NOT NULL,
+        activated_at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        note TEXT NOT NULL,
+        rules BIGINT NOT NULL,
+        files {blob} NOT NULL
+    );
+    CREATE TABLE rule_hits (
+        rule TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        hits BIGINT NOT NULL,
+        PRIMARY KEY (rule, day)
+    );
+    CREATE INDEX rule_hits_day ON rule_hits (day);
+    CREATE TABLE rule_sample (
+        id {serial},
+        kept_at BIGINT NOT NULL,
+        verdict TEXT NOT NULL,
+        raw {blob} NOT NULL
+    );",
 ];
 
 /// The schema version this build expects.

@@ -10,6 +10,7 @@ pub mod bayes;
 pub mod lists;
 mod migrations;
 pub mod redis;
+pub mod rules;
 pub mod state;
 
 use std::path::Path;

@@ -16,8 +16,16 @@ use crate::smtp::Shared;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
-    Reload { actor: String, force: bool },
-    Rollback { actor: String, version: Option<i64> },
+    Reload {
+        actor: String,
+        force: bool,
+    },
+    Rollback {
+        actor: String,
+        version: Option<i64>,
+    },
+    /// Saves the rule hit counts not yet in the store (before `kala rules stats` reads).
+    Flush,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +87,16 @@ async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {
         Ok(Request::Rollback { actor, version }) => {
             outcome(shared.rulesets.rollback(version, &actor).await)
         }
+        Ok(Request::Flush) => match shared.rulesets.flush_hits().await {
+            Ok(()) => Answer {
+                ok: true,
+                text: "hit counts saved".into(),
+            },
+            Err(e) => Answer {
+                ok: false,
+                text: format!("{e:#}"),
+            },
+        },
     };
     let mut text = serde_json::to_string(&answer)?;
     text.push('\n');

@@ -212,6 +212,14 @@ async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Res
             Ok(())
         }
         RulesCommand::Stats { days } => {
+            // The running gateway counts in memory and saves every minute: save now.
+            if let Some(answer) = control::request(&settings.data_dir, &Request::Flush).await? {
+                anyhow::ensure!(
+                    answer.ok,
+                    "the gateway could not save its counts: {}",
+                    answer.text
+                );
+            }
             let sets = local();
             let stats = kala::ruleset::stats(&sets, days).await?;
             println!("hits in the last {days} days:");
@@ -380,7 +388,7 @@ fn check(dirs: Vec<PathBuf>, config: Option<&Path>, all_warnings: bool) -> anyho
             println!("  warning: {w}");
         }
     }
-    let report = kala::rules::tests::run(&set);
+    let report = kala::rules::test_cases::run(&set);
     if !report.results.is_empty() {
         println!(
             "\nRule tests: {} of {} pass (details: kala rules test)",

@@ -12,7 +12,7 @@ pub mod parse;
 pub mod perl;
 pub mod prefilter;
 pub mod snapshot;
-pub mod tests;
+pub mod test_cases;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};

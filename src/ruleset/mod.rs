@@ -20,7 +20,7 @@ use crate::checks::SpamRules;
 use crate::config::RulesSettings;
 use crate::rules::RuleSet;
 use crate::rules::snapshot::Snapshot;
-use crate::rules::tests::{self, TestReport};
+use crate::rules::test_cases::{self, TestReport};
 use crate::store::Store;
 use crate::store::rules::{RuleVersion, today};
 
@@ -44,7 +44,7 @@ impl Candidate {
     }
 
     fn tested(set: RuleSet) -> Candidate {
-        let tests = tests::run(&set);
+        let tests = test_cases::run(&set);
         Candidate {
             hash: set.snapshot.hash(),
             set,

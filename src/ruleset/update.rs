@@ -43,8 +43,20 @@ pub fn keygen(dir: &Path) -> anyhow::Result<String> {
 /// Zips the rule files of `dir` (and its `tests/`) into `out_dir/kala-rules.zip` and signs
 /// it with the minisign secret key in `key_file`.
 pub fn sign(dir: &Path, key_file: &Path, out_dir: &Path) -> anyhow::Result<(PathBuf, usize)> {
-    let key = minisign::SecretKey::from_file(key_file, None)
-        .map_err(|e| anyhow::anyhow!("cannot use the secret key {}: {e}", key_file.display()))?;
+    let unusable = |e: minisign::PError| {
+        anyhow::anyhow!("cannot use the secret key {}: {e}", key_file.display())
+    };
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("cannot read {}", key_file.display()))?;
+    let sealed = minisign::SecretKeyBox::from_string(&text).map_err(unusable)?;
+    // `kala rules keygen` keys have no password; a password-protected minisign key takes
+    // it from KALA_RULES_KEY_PASSWORD, or asks on the terminal.
+    let key = match sealed.clone().into_unencrypted_secret_key() {
+        Ok(key) => key,
+        Err(_) => sealed
+            .into_secret_key(std::env::var("KALA_RULES_KEY_PASSWORD").ok())
+            .map_err(unusable)?,
+    };
     let mut bundle = Snapshot::default();
     for folder in [dir.to_path_buf(), dir.join("tests")] {
         let Ok(entries) = std::fs::read_dir(&folder) else {

@@ -1,0 +1,540 @@
+//! Rule management against a running gateway: reloads while mail flows (broken sets never
+//! go live), reloading on file change and SIGHUP, rollback, signed update bundles, rule tests
+//! from the command line, hit statistics and the dry run.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kala::control::{self, Request};
+use support::{Kala, Sink};
+
+const MAGIC: &[u8] = b"From: Ana <ana@sender.example>\r\nTo: it@prokuroria.example\r\nSubject: report\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m@sender.example>\r\n\r\nThe magic words are here.\r\n";
+
+/// Version `k` of the generated rule file, good or broken in one of two ways.
+fn generation(k: usize) -> (String, Kind) {
+    let kind = match k % 5 {
+        1 => Kind::Syntax,
+        3 => Kind::FailingTest,
+        _ => Kind::Good,
+    };
+    let text = match kind {
+        Kind::Good => format!(
+            "body GEN_{k} /magic/\nscore GEN_{k} 0.1\ndescribe GEN_{k} generation {k}\n\
+             test_message tests/magic.eml GEN_{k}\n"
+        ),
+        Kind::Syntax => format!("body GEN_{k} /magic(/\nscore GEN_{k} 0.1\n"),
+        // Compiles, but its own test says it must fire on the fixture, and it does not.
+        Kind::FailingTest => {
+            format!("body GEN_{k} /nowhere/\ntest_message tests/magic.eml GEN_{k}\n")
+        }
+    };
+    (text, kind)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Good,
+    Syntax,
+    FailingTest,
+}
+
+/// Writes a file the way an editor that saves safely does (temporary file, rename), so a
+/// reader never sees half of it.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn rules_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("rules");
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    std::fs::write(dir.join("tests/magic.eml"), MAGIC).unwrap();
+    write(&dir.join("50_gen.cf"), &generation(0).0);
+    dir
+}
+
+/// The GEN_ rules named in a relayed message's X-Kala-Symbols header.
+fn generations_in(data: &[u8]) -> Vec<usize> {
+    let text = String::from_utf8_lossy(data);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("X-Kala-Symbols:"))
+        .unwrap_or("");
+    line.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter_map(|word| word.strip_prefix("GEN_")?.parse().ok())
+        .collect()
+}
+
+async fn reload(kala: &Kala) -> control::Answer {
+    let request = Request::Reload {
+        actor: "test".into(),
+        force: false,
+    };
+    control::request(kala.data_dir.path(), &request)
+        .await
+        .unwrap()
+        .expect("the gateway answers on its control socket")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_under_load_never_drop_mail_and_never_activate_a_broken_set() {
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    let kala = Kala::start(
+        sink.addr,
+        &[("rules", &format!("dirs = [{dir:?}]\nwatch = false"))],
+    )
+    .await;
+
+    // A sender that keeps sending until told to stop; every reply is kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let addr = kala.addr;
+        tokio::spawn(async move {
+            let mut replies = Vec::new();
+            let mut client = support::Client::connect(addr).await;
+            while !stop.load(Ordering::SeqCst) {
+                let reply = client
+                    .send_mail("ana@sender.example", &["it@prokuroria.example"], MAGIC)
+                    .await;
+                replies.push(reply);
+            }
+            replies
+        })
+    };
+
+    let mut good = vec![0];
+    for k in 1..=50 {
+        let (text, kind) = generation(k);
+        write(&dir.join("50_gen.cf"), &text);
+        let answer = reload(&kala).await;
+        match kind {
+            Kind::Good => {
+                assert!(answer.ok, "generation {k} should activate: {}", answer.text);
+                good.push(k);
+            }
+            Kind::Syntax => {
+                assert!(!answer.ok, "generation {k} is broken: {}", answer.text);
+                assert!(
+                    answer.text.contains("50_gen.cf:1") && answer.text.contains("magic("),
+                    "the refusal names the file, line and pattern: {}",
+                    answer.text
+                );
+            }
+            Kind::FailingTest => {
+                assert!(!answer.ok, "generation {k} fails its test: {}", answer.text);
+                assert!(
+                    answer.text.contains(&format!("missing GEN_{k}")),
+                    "{}",
+                    answer.text
+                );
+            }
+        }
+        // Let some mail through between changes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let replies = sender.await.unwrap();
+    assert!(replies.len() >= 20, "only {} messages sent", replies.len());
+    for reply in &replies {
+        assert!(reply.starts_with("250"), "a message was refused: {reply}");
+    }
+    let delivered = sink.wait_for(replies.len()).await;
+    assert_eq!(
+        delivered.len(),
+        replies.len(),
+        "every accepted message relayed"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for delivery in &delivered {
+        let generations = generations_in(&delivery.data);
+        assert_eq!(
+            generations.len(),
+            1,
+            "each message was scanned by exactly one whole set: {generations:?}"
+        );
+        assert!(
+            good.contains(&generations[0]),
+            "a refused generation {} scored mail",
+            generations[0]
+        );
+        seen.insert(generations[0]);
+    }
+    assert!(
+        seen.len() > 1,
+        "mail saw several sets while they changed: {seen:?}"
+    );
+
+    // SIGHUP reloads too (this test process is the gateway; the watcher is off here).
+    write(&dir.join("50_gen.cf"), &generation(52).0);
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = sink.deliveries().len();
+        let reply = kala
+            .client()
+            .await
+            .send_mail("ana@sender.example", &["it@prokuroria.example"], MAGIC)
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        let delivered = sink.wait_for(before + 1).await;
+        if generations_in(&delivered[before].data) == [52] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Versions: one per good generation (and the start), none for the broken ones.
+    let store = kala::store::Store::open(&kala.store_url).await.unwrap();
+    let versions = store.rule_versions(100).await.unwrap();
+    assert_eq!(versions.len(), 20, "the newest 20 are kept");
+    let audit = store.audit_log(None, 500, 0).await.unwrap();
+    let refused = audit.iter().filter(|e| e.action == "rules-refused").count();
+    // (A SIGHUP another test sends this process may add a refusal of its own.)
+    assert!(refused >= 20, "every refusal is audited: {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_change_or_sighup_reloads_and_rollback_restores_the_files() {
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    let kala = Kala::start(
+        sink.addr,
+        &[(
+            "rules",
+            &format!("dirs = [{dir:?}]\nwatch = true\nwatch_every = \"100ms\""),
+        )],
+    )
+    .await;
+    let generation_now = || async {
+        let reply = kala
+            .client()
+            .await
+            .send_mail("ana@sender.example", &["it@prokuroria.example"], MAGIC)
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        let delivered = sink.deliveries();
+        generations_in(&delivered.last().unwrap().data)
+    };
+    assert_eq!(generation_now().await, [0]);
+
+    // The watcher picks up a saved file by itself.
+    write(&dir.join("50_gen.cf"), &generation(2).0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while generation_now().await != [2] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A broken save is refused, and the set stays as it was.
+    write(&dir.join("50_gen.cf"), &generation(1).0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(generation_now().await, [2]);
+    let refused = kala
+        .server
+        .as_ref()
+        .unwrap()
+        .shared
+        .rulesets
+        .status()
+        .refused;
+    let refused = refused.expect("the refusal is kept for the UI");
+    assert!(refused.problems[0].contains("50_gen.cf:1"), "{refused:?}");
+
+    // A second good save, picked up the same way.
+    write(&dir.join("50_gen.cf"), &generation(4).0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while generation_now().await != [4] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Roll back: the previous version's file is back on disk and scores mail again.
+    let answer = control::request(
+        kala.data_dir.path(),
+        &Request::Rollback {
+            actor: "test".into(),
+            version: None,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.ok, "{}", answer.text);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("50_gen.cf")).unwrap(),
+        generation(2).0
+    );
+    assert_eq!(generation_now().await, [2]);
+    // The watcher sees the restored file as the active set: nothing more changes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let store = kala::store::Store::open(&kala.store_url).await.unwrap();
+    let versions = store.rule_versions(10).await.unwrap();
+    assert!(
+        versions[0].note.starts_with("rollback to version"),
+        "{versions:?}"
+    );
+    assert_eq!(versions[0].hash, versions[2].hash, "{versions:?}");
+}
+
+fn kala_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_bundle_is_refused_and_a_signed_one_activates() {
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    let keys = root.path().join("keys");
+    let bundle_src = root.path().join("upstream");
+    std::fs::create_dir_all(bundle_src.join("tests")).unwrap();
+    std::fs::write(
+        bundle_src.join("20_upstream.cf"),
+        "body UPSTREAM_MAGIC /magic words/\nscore UPSTREAM_MAGIC 0.2\n\
+         test_message tests/m.eml UPSTREAM_MAGIC\n",
+    )
+    .unwrap();
+    std::fs::write(bundle_src.join("tests/m.eml"), MAGIC).unwrap();
+
+    let scratch = root.path().join("scratch.toml");
+    std::fs::write(&scratch, "").unwrap();
+    let (ok, out) = kala_cli(&scratch, &["rules", "keygen", keys.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let key_line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("update_key = "))
+        .expect("keygen prints the key line")
+        .trim_matches('"')
+        .to_string();
+    let published = root.path().join("published");
+    let (ok, out) = kala_cli(
+        &scratch,
+        &[
+            "rules",
+            "sign",
+            bundle_src.to_str().unwrap(),
+            "--key",
+            keys.join("kala-rules.key").to_str().unwrap(),
+            "--out",
+            published.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+
+    let settings = format!(
+        "dirs = [{dir:?}]\nwatch = false\nupdate_from = {:?}\nupdate_key = {key_line:?}",
+        published.display().to_string()
+    );
+    let kala = Kala::start(sink.addr, &[("rules", &settings)]).await;
+    let config = root.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[rules]\n{settings}\n",
+            kala.data_dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+
+    // Tampered: one byte of the bundle changed after signing.
+    let zip = published.join("kala-rules.zip");
+    let good = std::fs::read(&zip).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x20;
+    std::fs::write(&zip, &bad).unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "update"]);
+    assert!(!ok, "a tampered bundle must be refused: {out}");
+    assert!(out.contains("signature does not verify"), "{out}");
+    assert!(!kala.data_dir.path().join("rule-updates").exists());
+
+    // The genuine bundle: verified, tested, installed and active in the running gateway.
+    std::fs::write(&zip, &good).unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "update"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("activated version"), "{out}");
+    let reply = kala
+        .client()
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], MAGIC)
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let delivered = sink.wait_for(1).await;
+    let data = String::from_utf8_lossy(&delivered[0].data);
+    assert!(data.contains("UPSTREAM_MAGIC"), "{data}");
+    assert!(data.contains("GEN_0"), "the local rules still run: {data}");
+
+    let store = kala::store::Store::open(&kala.store_url).await.unwrap();
+    let actions: Vec<String> = store
+        .audit_log(None, 50, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"rules-update-refused".to_string()),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"rules-update".to_string()), "{actions:?}");
+}
+
+#[test]
+fn kala_rules_test_names_a_missing_expected_symbol() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    std::fs::write(
+        dir.join("tests/more.cf"),
+        "# the fixture must produce GEN_0 and must not produce GEN_0\n\
+         test_message magic.eml GEN_0\ntest_message magic.eml !GEN_0\n",
+    )
+    .unwrap();
+    write(
+        &dir.join("50_gen.cf"),
+        "body GEN_0 /magic/\nbody GEN_9 /absent/\ntest_message tests/magic.eml GEN_9\n",
+    );
+    let config = root.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", root.path().display().to_string()),
+    )
+    .unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "test", dir.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("50_gen.cf:3 (magic.eml): FAILED: missing GEN_9"),
+        "{out}"
+    );
+    assert!(
+        out.contains("more.cf:3 (magic.eml): FAILED: unexpected GEN_0"),
+        "{out}"
+    );
+    assert!(out.contains("3 tests, 1 passed, 2 failed"), "{out}");
+
+    write(&dir.join("50_gen.cf"), "body GEN_0 /magic/\n");
+    std::fs::remove_file(dir.join("tests/more.cf")).unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "test", dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hits_are_counted_and_a_dry_run_shows_what_a_candidate_changes() {
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    // GEN_0 alone would hold everything with "magic"; SHADOWED only watches.
+    write(
+        &dir.join("50_gen.cf"),
+        "body GEN_0 /magic/\nscore GEN_0 5\nbody SHADOWED /words/\nscore SHADOWED 4\n\
+         tflags SHADOWED shadow\nbody NEVER /zzqqzz/\n",
+    );
+    let settings = format!("dirs = [{dir:?}]\nwatch = false\nsample_relayed = 10");
+    let kala = Kala::start(
+        sink.addr,
+        &[
+            ("rules", &settings),
+            ("policy", "tag_score = 3.0\nquarantine_score = 4.0"),
+        ],
+    )
+    .await;
+    let plain = b"From: b@sender.example\r\nTo: it@prokuroria.example\r\nSubject: hi\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <p@sender.example>\r\n\r\nA quiet note about prizes.\r\n";
+    for message in [MAGIC, &plain[..]] {
+        let reply = kala
+            .client()
+            .await
+            .send_mail("ana@sender.example", &["it@prokuroria.example"], message)
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    assert_eq!(
+        kala.quarantined().await.len(),
+        1,
+        "the magic message is held"
+    );
+    // The shadow rule fired (listed, scored 0) without holding anything on its own.
+    let store = kala::store::Store::open(&kala.store_url).await.unwrap();
+    let quarantine =
+        kala::quarantine::Quarantine::new(store.clone(), kala::quarantine::Retention::default());
+    let held = quarantine
+        .get(&kala.quarantined().await[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    let shadowed = held.verdict.symbols.iter().find(|s| s.name == "SHADOWED");
+    let shadowed = shadowed.expect("the shadow rule is listed");
+    assert_eq!(shadowed.score, 0.0);
+    assert!(
+        shadowed.description.contains("shadow, would score 4"),
+        "{shadowed:?}"
+    );
+    assert_eq!(held.verdict.score, 5.0);
+    sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the sample is written after the reply
+
+    let config = root.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[rules]\n{settings}\n[policy]\ntag_score = 3.0\nquarantine_score = 4.0\n",
+            kala.data_dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "stats", "--days", "30"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1  GEN_0"), "{out}");
+    assert!(out.contains("1  SHADOWED"), "{out}");
+    let never = out.split("never fired").nth(1).unwrap_or("");
+    assert!(never.contains("NEVER") && !never.contains("GEN_0"), "{out}");
+
+    // The candidate stops scoring "magic" and starts scoring "prizes".
+    let candidate = root.path().join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap();
+    std::fs::write(
+        candidate.join("50_gen.cf"),
+        "body GEN_0 /magic/\nscore GEN_0 0.5\nbody PRIZES /prizes/\nscore PRIZES 5\n",
+    )
+    .unwrap();
+    let (ok, out) = kala_cli(&config, &["rules", "try", candidate.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("scanned 1 held and 1 relayed"), "{out}");
+    assert!(
+        out.contains("newly caught (relayed, would now be held or refused): 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("newly passed (held, would now be relayed): 1"),
+        "{out}"
+    );
+    assert!(out.contains("+PRIZES"), "{out}");
+}

@@ -538,3 +538,134 @@ async fn hits_are_counted_and_a_dry_run_shows_what_a_candidate_changes() {
     );
     assert!(out.contains("+PRIZES"), "{out}");
 }
+
+/// Serves the files of `dir` over HTTPS on loopback with a self-signed certificate for
+/// `localhost`; returns the port and the certificate (PEM) to trust.
+async fn https_file_server(dir: std::path::PathBuf) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pem = generated.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, dir) = (acceptor.clone(), dir.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("/");
+                let name = path.trim_start_matches('/');
+                let response = match std::fs::read(dir.join(name)) {
+                    Ok(body) => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&body);
+                        r
+                    }
+                    Err(_) => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = tls.write_all(&response).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, pem)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_bundle_is_fetched_over_https_and_installed_without_a_running_gateway() {
+    kala::install_crypto_provider();
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    let upstream = root.path().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    std::fs::write(
+        upstream.join("20_upstream.cf"),
+        "body UPSTREAM_MAGIC /magic words/\nscore UPSTREAM_MAGIC 0.2\n",
+    )
+    .unwrap();
+    let scratch = root.path().join("scratch.toml");
+    std::fs::write(&scratch, "").unwrap();
+    let keys = root.path().join("keys");
+    let (ok, out) = kala_cli(&scratch, &["rules", "keygen", keys.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let published = root.path().join("published");
+    let (ok, out) = kala_cli(
+        &scratch,
+        &[
+            "rules",
+            "sign",
+            upstream.to_str().unwrap(),
+            "--key",
+            keys.join("kala-rules.key").to_str().unwrap(),
+            "--out",
+            published.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let (port, pem) = https_file_server(published).await;
+    let ca = root.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let public = std::fs::read_to_string(keys.join("kala-rules.pub")).unwrap();
+    let key_line = public.lines().nth(1).unwrap().trim().to_string();
+    let data_dir = root.path().join("data");
+    let config = root.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[rules]\ndirs = [{dir:?}]\nupdate_from = \"https://localhost:{port}/\"\n\
+             update_key = {key_line:?}\n",
+            data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
+        .args(["rules", "update", "--config"])
+        .arg(&config)
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("verified and installed 1 files"), "{text}");
+    assert!(text.contains("no gateway is running"), "{text}");
+    assert!(data_dir.join("rule-updates/20_upstream.cf").exists());
+    let (ok, out) = kala_cli(&config, &["rules", "versions"]);
+    assert!(ok && out.contains("(update)"), "{out}");
+
+    // Without the certificate trusted, the fetch fails and nothing changes.
+    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
+        .args(["rules", "update", "--config"])
+        .arg(&config)
+        .env("SSL_CERT_FILE", root.path().join("none.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS with localhost failed"));
+}

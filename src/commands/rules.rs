@@ -156,7 +156,7 @@ async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Res
                 Some(answer) => answered(answer),
                 None => {
                     let sets = local();
-                    sets.start().await?;
+                    sets.resume().await?;
                     let result = sets.reload(&actor(), force).await;
                     println!("no gateway is running on {}", settings.data_dir.display());
                     match result {
@@ -178,7 +178,7 @@ async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Res
                 Some(answer) => answered(answer),
                 None => {
                     let sets = local();
-                    sets.start().await?;
+                    sets.resume().await?;
                     match sets.rollback(version, &actor()).await {
                         Ok(activation) => {
                             println!("{activation} (no gateway running: used when it starts)");
@@ -300,9 +300,16 @@ async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Res
                 Some(answer) => answered(answer),
                 None => {
                     let sets = local();
-                    sets.start().await?;
-                    println!("no gateway is running: the update is used when it starts");
-                    Ok(())
+                    sets.resume().await?;
+                    match sets.reload(&format!("{} (update)", actor()), force).await {
+                        Ok(activation) => {
+                            println!(
+                                "{activation}; no gateway is running: it uses it when it starts"
+                            );
+                            Ok(())
+                        }
+                        Err(refusal) => anyhow::bail!("{refusal}"),
+                    }
                 }
             }
         }

@@ -223,6 +223,14 @@ impl RuleSets {
         Ok(())
     }
 
+    /// Takes the newest recorded version as the active one, activating nothing: for the
+    /// command line working without a running gateway.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        let latest = self.store.rule_versions(1).await?.into_iter().next();
+        self.lock_status().active = latest;
+        Ok(())
+    }
+
     /// Builds a candidate from the rule files and activates it if it is sound.
     pub async fn reload(&self, actor: &str, force: bool) -> Result<Activation, Refusal> {
         let _change = self.changing.lock().await;

@@ -176,7 +176,12 @@ async fn http_get(url: &str) -> anyhow::Result<Vec<u8>> {
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let request = hyper::Request::get(parsed.as_str())
+    // Origin form (path and query): what a server expects when no proxy is in between.
+    let target = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    let request = hyper::Request::get(target)
         .header(hyper::header::HOST, &host)
         .header(hyper::header::USER_AGENT, "kala-rules-update")
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;

@@ -310,12 +310,42 @@ fn kala_cli(config: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `kala rules keygen` then `kala rules sign SOURCE`: the public key line for the config,
+/// and the directory holding the signed bundle.
+fn keygen_and_sign(root: &Path, source: &Path) -> (String, std::path::PathBuf) {
+    let scratch = root.join("scratch.toml");
+    std::fs::write(&scratch, "").unwrap();
+    let keys = root.join("keys");
+    let (ok, out) = kala_cli(&scratch, &["rules", "keygen", keys.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let key_line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("update_key = "))
+        .expect("keygen prints the key line")
+        .trim_matches('"')
+        .to_string();
+    let published = root.join("published");
+    let key = keys.join("kala-rules.key");
+    let args = [
+        "rules",
+        "sign",
+        source.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let (ok, out) = kala_cli(
+        &scratch,
+        &[&args[..], &["--out", published.to_str().unwrap()]].concat(),
+    );
+    assert!(ok, "{out}");
+    (key_line, published)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_bundle_is_refused_and_a_signed_one_activates() {
     let sink = Sink::start().await;
     let root = tempfile::tempdir().unwrap();
     let dir = rules_dir(root.path());
-    let keys = root.path().join("keys");
     let bundle_src = root.path().join("upstream");
     std::fs::create_dir_all(bundle_src.join("tests")).unwrap();
     std::fs::write(
@@ -326,30 +356,7 @@ async fn a_tampered_bundle_is_refused_and_a_signed_one_activates() {
     .unwrap();
     std::fs::write(bundle_src.join("tests/m.eml"), MAGIC).unwrap();
 
-    let scratch = root.path().join("scratch.toml");
-    std::fs::write(&scratch, "").unwrap();
-    let (ok, out) = kala_cli(&scratch, &["rules", "keygen", keys.to_str().unwrap()]);
-    assert!(ok, "{out}");
-    let key_line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("update_key = "))
-        .expect("keygen prints the key line")
-        .trim_matches('"')
-        .to_string();
-    let published = root.path().join("published");
-    let (ok, out) = kala_cli(
-        &scratch,
-        &[
-            "rules",
-            "sign",
-            bundle_src.to_str().unwrap(),
-            "--key",
-            keys.join("kala-rules.key").to_str().unwrap(),
-            "--out",
-            published.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    let (key_line, published) = keygen_and_sign(root.path(), &bundle_src);
 
     let settings = format!(
         "dirs = [{dir:?}]\nwatch = false\nupdate_from = {:?}\nupdate_key = {key_line:?}",
@@ -606,30 +613,10 @@ async fn a_signed_bundle_is_fetched_over_https_and_installed_without_a_running_g
         "body UPSTREAM_MAGIC /magic words/\nscore UPSTREAM_MAGIC 0.2\n",
     )
     .unwrap();
-    let scratch = root.path().join("scratch.toml");
-    std::fs::write(&scratch, "").unwrap();
-    let keys = root.path().join("keys");
-    let (ok, out) = kala_cli(&scratch, &["rules", "keygen", keys.to_str().unwrap()]);
-    assert!(ok, "{out}");
-    let published = root.path().join("published");
-    let (ok, out) = kala_cli(
-        &scratch,
-        &[
-            "rules",
-            "sign",
-            upstream.to_str().unwrap(),
-            "--key",
-            keys.join("kala-rules.key").to_str().unwrap(),
-            "--out",
-            published.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    let (key_line, published) = keygen_and_sign(root.path(), &upstream);
     let (port, pem) = https_file_server(published).await;
     let ca = root.path().join("ca.pem");
     std::fs::write(&ca, pem).unwrap();
-    let public = std::fs::read_to_string(keys.join("kala-rules.pub")).unwrap();
-    let key_line = public.lines().nth(1).unwrap().trim().to_string();
     let data_dir = root.path().join("data");
     let config = root.path().join("kala.toml");
     std::fs::write(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use kala::config::Settings;
 use kala::control::{self, Request};
 use kala::ruleset::{Candidate, RuleSets, update};
 use kala::store::Store;
@@ -140,54 +141,18 @@ fn test(dirs: Vec<PathBuf>, config: Option<&Path>) -> anyhow::Result<()> {
 async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
     let store = Store::open(&settings.store.url).await?;
-    // Without a running gateway, changes are made here (files, versions, audit) and take
-    // effect when it starts.
     let local = || {
         let live = std::sync::Arc::new(kala::checks::SpamRules::load(&settings.rules));
         RuleSets::new(live, settings.rules.clone(), store.clone())
     };
     match command {
         RulesCommand::Reload { force } => {
-            let request = Request::Reload {
-                actor: actor(),
-                force,
-            };
-            match control::request(&settings.data_dir, &request).await? {
-                Some(answer) => answered(answer),
-                None => {
-                    let sets = local();
-                    sets.resume().await?;
-                    let result = sets.reload(&actor(), force).await;
-                    println!("no gateway is running on {}", settings.data_dir.display());
-                    match result {
-                        Ok(activation) => {
-                            println!("{activation}; the gateway uses it when it starts");
-                            Ok(())
-                        }
-                        Err(refusal) => anyhow::bail!("{refusal}"),
-                    }
-                }
-            }
+            let actor = actor();
+            change(&settings, &store, Request::Reload { actor, force }).await
         }
         RulesCommand::Rollback { version } => {
-            let request = Request::Rollback {
-                actor: actor(),
-                version,
-            };
-            match control::request(&settings.data_dir, &request).await? {
-                Some(answer) => answered(answer),
-                None => {
-                    let sets = local();
-                    sets.resume().await?;
-                    match sets.rollback(version, &actor()).await {
-                        Ok(activation) => {
-                            println!("{activation} (no gateway running: used when it starts)");
-                            Ok(())
-                        }
-                        Err(refusal) => anyhow::bail!("{refusal}"),
-                    }
-                }
-            }
+            let actor = actor();
+            change(&settings, &store, Request::Rollback { actor, version }).await
         }
         RulesCommand::Versions { limit } => {
             for v in store.rule_versions(limit).await? {
@@ -292,29 +257,37 @@ async fn with_store(config: Option<&Path>, command: RulesCommand) -> anyhow::Res
                     &format!("{files} files"),
                 )
                 .await?;
-            let request = Request::Reload {
-                actor: format!("{} (update)", actor()),
-                force,
-            };
-            match control::request(&settings.data_dir, &request).await? {
-                Some(answer) => answered(answer),
-                None => {
-                    let sets = local();
-                    sets.resume().await?;
-                    match sets.reload(&format!("{} (update)", actor()), force).await {
-                        Ok(activation) => {
-                            println!(
-                                "{activation}; no gateway is running: it uses it when it starts"
-                            );
-                            Ok(())
-                        }
-                        Err(refusal) => anyhow::bail!("{refusal}"),
-                    }
-                }
-            }
+            let actor = format!("{} (update)", actor());
+            change(&settings, &store, Request::Reload { actor, force }).await
         }
         RulesCommand::Check { .. } | RulesCommand::Test { .. } => unreachable!(),
         RulesCommand::Keygen { .. } | RulesCommand::Sign { .. } => unreachable!(),
+    }
+}
+
+/// Sends a change to the running gateway and prints its answer. With no gateway running the
+/// change is made here (files, versions, audit) and takes effect when it starts.
+async fn change(settings: &Settings, store: &Store, request: Request) -> anyhow::Result<()> {
+    if let Some(answer) = control::request(&settings.data_dir, &request).await? {
+        return answered(answer);
+    }
+    let live = std::sync::Arc::new(kala::checks::SpamRules::load(&settings.rules));
+    let sets = RuleSets::new(live, settings.rules.clone(), store.clone());
+    sets.resume().await?;
+    let result = match request {
+        Request::Reload { actor, force } => sets.reload(&actor, force).await,
+        Request::Rollback { actor, version } => sets.rollback(version, &actor).await,
+        Request::Flush => return Ok(()),
+    };
+    match result {
+        Ok(activation) => {
+            println!(
+                "{activation}; no gateway is running on {}: it uses this version when it starts",
+                settings.data_dir.display()
+            );
+            Ok(())
+        }
+        Err(refusal) => anyhow::bail!("{refusal}"),
     }
 }
 

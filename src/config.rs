@@ -380,6 +380,8 @@ pub enum LogFormat {
 pub struct Settings {
     /// Where the file came from (`embedded defaults` without one); used in messages.
     pub source: String,
+    /// The file, when there is one: reloads read its `[policy]` and `[lists]` again.
+    pub file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub smtp: SmtpSettings,
     pub downstream: DownstreamSettings,
@@ -518,7 +520,7 @@ pub struct FeedsSettings {
 }
 
 /// Entries: `ana@example.org`, `@example.org` (subdomains too), or a client network.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListsSettings {
     pub allow: Vec<String>,
     pub block: Vec<String>,
@@ -704,7 +706,9 @@ impl Settings {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, &file)
+        let mut settings = Self::parse(&text, &file)?;
+        settings.file = Some(path.to_path_buf());
+        Ok(settings)
     }
 
     /// Parses and validates configuration text; `file` names it in errors.
@@ -1230,6 +1234,7 @@ impl Settings {
         };
         Ok(Settings {
             source: file.to_string(),
+            file: None,
             dns,
             dnsbl,
             uribl,

@@ -79,7 +79,7 @@ impl fmt::Display for Action {
 }
 
 /// Scores and thresholds from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub tag_score: f64,
     pub quarantine_score: f64,

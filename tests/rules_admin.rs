@@ -656,3 +656,91 @@ async fn a_signed_bundle_is_fetched_over_https_and_installed_without_a_running_g
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLS with localhost failed"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_reads_the_score_table_and_lists_from_the_config_file_again() {
+    kala::install_crypto_provider();
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    write(
+        &dir.join("50_gen.cf"),
+        "body GEN_0 /magic/\nscore GEN_0 5\n",
+    );
+    let data_dir = root.path().join("data");
+    let config = root.path().join("kala.toml");
+    let config_text = |policy: &str, lists: &str| {
+        format!(
+            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"kala.test\"\n\
+             [downstream]\naddress = \"{}\"\n[rules]\ndirs = [{dir:?}]\nwatch = false\n\
+             [antivirus]\nenabled = false\n[auth]\nenabled = false\n[policy]\n{policy}\n[lists]\n{lists}\n",
+            data_dir.display().to_string(),
+            sink.addr
+        )
+    };
+    write(
+        &config,
+        &config_text("quarantine_score = 9.0\ntag_score = 8.0", ""),
+    );
+    let settings = kala::config::Settings::load(&config).unwrap();
+    let server = kala::smtp::start(settings).await.unwrap();
+    let addr = server.local_addrs[0];
+    let send = |from: &'static str| async move {
+        support::Client::connect(addr)
+            .await
+            .send_mail(from, &["it@prokuroria.example"], MAGIC)
+            .await
+    };
+    let reload = || async {
+        let request = Request::Reload {
+            actor: "test".into(),
+            force: false,
+        };
+        control::request(&data_dir, &request)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(send("ana@sender.example").await.starts_with("250"));
+    assert_eq!(
+        sink.wait_for(1).await.len(),
+        1,
+        "score 5 is under 9: relayed"
+    );
+
+    // New thresholds and a block list entry, read by a reload.
+    write(
+        &config,
+        &config_text(
+            "quarantine_score = 4.0\ntag_score = 3.0",
+            "block = [\"@blocked.example\"]",
+        ),
+    );
+    let answer = reload().await;
+    assert!(answer.ok, "{}", answer.text);
+    assert!(send("ana@sender.example").await.starts_with("250"));
+    assert!(
+        send("eve@blocked.example").await.starts_with("5"),
+        "blocked"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sink.deliveries().len(),
+        1,
+        "score 5 is now held, not relayed"
+    );
+
+    // A config that does not validate changes nothing, and says which key is wrong.
+    write(&config, &config_text("quarantine_score = \"high\"", ""));
+    let answer = reload().await;
+    assert!(!answer.ok);
+    assert!(
+        answer.text.contains("policy.quarantine_score"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        send("eve@blocked.example").await.starts_with("5"),
+        "still blocked"
+    );
+}

@@ -20,12 +20,24 @@ pub const BLOCKED_SCORE: f64 = 20.0;
 
 pub struct SenderLists {
     store: Store,
-    config: ListsSettings,
+    /// The lists from the config file; swapped whole by a reload.
+    config: arc_swap::ArcSwap<ListsSettings>,
 }
 
 impl SenderLists {
     pub fn new(store: Store, config: ListsSettings) -> SenderLists {
-        SenderLists { store, config }
+        SenderLists {
+            store,
+            config: arc_swap::ArcSwap::from_pointee(config),
+        }
+    }
+
+    pub fn config(&self) -> std::sync::Arc<ListsSettings> {
+        self.config.load_full()
+    }
+
+    pub fn replace_config(&self, config: ListsSettings) {
+        self.config.store(std::sync::Arc::new(config));
     }
 
     /// The first entry of `entries` (from the config) that holds this sender or client.
@@ -93,7 +105,7 @@ impl SenderLists {
         client: IpAddr,
         recipients: &[String],
     ) -> anyhow::Result<Option<Listed>> {
-        if let Some(entry) = Self::config_match(&self.config.block, sender, client) {
+        if let Some(entry) = Self::config_match(&self.config.load().block, sender, client) {
             return Ok(Some(Listed {
                 kind: ListKind::Block,
                 detail: format!("{entry} (lists.block)"),
@@ -111,7 +123,7 @@ impl SenderLists {
                 detail: describe(&entry.sender, &entry.recipient),
             }));
         }
-        if let Some(entry) = Self::config_match(&self.config.allow, sender, client) {
+        if let Some(entry) = Self::config_match(&self.config.load().allow, sender, client) {
             return Ok(Some(Listed {
                 kind: ListKind::Allow,
                 detail: format!("{entry} (lists.allow)"),

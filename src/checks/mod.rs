@@ -148,7 +148,8 @@ const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 pub struct Pipeline {
     checks: Vec<Arc<dyn Check>>,
     rules: Arc<SpamRules>,
-    policy: Policy,
+    /// Swapped whole when a reload reads new scores and thresholds from the config file.
+    policy: Arc<arc_swap::ArcSwap<Policy>>,
     check_timeout: Duration,
     max_scan_size: usize,
     /// Parsing and rule scanning, bounded to the configured number of workers.
@@ -179,7 +180,7 @@ impl Pipeline {
         Pipeline {
             checks,
             rules,
-            policy: settings.policy.clone(),
+            policy: Arc::new(arc_swap::ArcSwap::from_pointee(settings.policy.clone())),
             check_timeout: settings.scan.check_timeout,
             max_scan_size: settings.scan.max_scan_size,
             cpu: CpuSlots::new(settings.scan.workers),
@@ -196,8 +197,14 @@ impl Pipeline {
         &self.rules
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The policy's handle, for whoever reloads it.
+    pub fn live_policy(&self) -> Arc<arc_swap::ArcSwap<Policy>> {
+        self.policy.clone()
     }
 
     /// How many leading bytes of a message are parsed.
@@ -291,7 +298,7 @@ impl Pipeline {
         }
         let outcome = self.run_phase(Phase::Data, envelope, Some(message)).await;
         symbols.extend(outcome.symbols);
-        let mut verdict = self.policy.decide(symbols);
+        let mut verdict = self.policy.load().decide(symbols);
         verdict.headers = outcome.headers;
         antivirus::note_if_passed_unscanned(&verdict);
         verdict

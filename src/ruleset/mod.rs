@@ -127,6 +127,15 @@ pub struct Status {
     pub refused: Option<Refusal>,
 }
 
+/// What a reload also reads again besides the rule files: the config file's `[policy]`
+/// (scores and thresholds) and `[lists]`, and the feeds directory.
+pub struct LiveConfig {
+    pub file: PathBuf,
+    pub policy: Arc<arc_swap::ArcSwap<crate::verdict::Policy>>,
+    pub lists: Arc<crate::checks::SenderLists>,
+    pub feeds: Option<Arc<crate::feeds::Feeds>>,
+}
+
 /// Owns the live set's changes. One change at a time; scanning never waits on it.
 pub struct RuleSets {
     live: Arc<SpamRules>,
@@ -135,6 +144,7 @@ pub struct RuleSets {
     /// Held for a whole change, so two reloads never interleave.
     changing: tokio::sync::Mutex<()>,
     status: Mutex<Status>,
+    config: Mutex<Option<Arc<LiveConfig>>>,
 }
 
 impl RuleSets {
@@ -145,7 +155,69 @@ impl RuleSets {
             store,
             changing: tokio::sync::Mutex::new(()),
             status: Mutex::new(Status::default()),
+            config: Mutex::new(None),
         }
+    }
+
+    /// Makes reloads read the config file's scores, thresholds and lists (and the feeds)
+    /// again too.
+    pub fn follow_config(&self, config: LiveConfig) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(config));
+    }
+
+    fn live_config(&self) -> Option<Arc<LiveConfig>> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the config file again and swaps in its `[policy]` and `[lists]` if they
+    /// changed; reloads the feeds. A config that does not validate changes nothing and is
+    /// the refusal (it names the file and the key). Other settings need a restart.
+    async fn reload_config(&self, actor: &str) -> Result<(), Refusal> {
+        let Some(config) = self.live_config() else {
+            return Ok(());
+        };
+        let file = config.file.clone();
+        let feeds = config.feeds.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if let Some(feeds) = feeds {
+                feeds.reload();
+            }
+            crate::config::Settings::load(&file)
+        })
+        .await
+        .map_err(|e| self.internal(actor, e.into()))?;
+        let settings = match loaded {
+            Ok(settings) => settings,
+            Err(error) => {
+                let refusal = Refusal {
+                    at: crate::store::now() as i64,
+                    actor: actor.to_string(),
+                    hash: String::new(),
+                    problems: vec![error.to_string()],
+                };
+                tracing::error!(%error, "config not reloaded; the rules were not reloaded either");
+                self.lock_status().refused = Some(refusal.clone());
+                return Err(refusal);
+            }
+        };
+        let mut changed = Vec::new();
+        if **config.policy.load() != settings.policy {
+            config.policy.store(Arc::new(settings.policy));
+            changed.push("policy");
+        }
+        if *config.lists.config() != settings.lists {
+            config.lists.replace_config(settings.lists);
+            changed.push("lists");
+        }
+        if !changed.is_empty() {
+            let what = changed.join(", ");
+            tracing::info!(file = %config.file.display(), changed = %what, "config reloaded");
+            let target = config.file.display().to_string();
+            if let Err(e) = self.store.audit(actor, "", "config-reload", &target, &what).await {
+                tracing::warn!(error = %e, "could not audit the config reload");
+            }
+        }
+        Ok(())
     }
 
     pub fn live(&self) -> &Arc<SpamRules> {
@@ -234,6 +306,7 @@ impl RuleSets {
     /// Builds a candidate from the rule files and activates it if it is sound.
     pub async fn reload(&self, actor: &str, force: bool) -> Result<Activation, Refusal> {
         let _change = self.changing.lock().await;
+        self.reload_config(actor).await?;
         let sources = self.settings.sources();
         let candidate = tokio::task::spawn_blocking(move || Candidate::build(&sources))
             .await
@@ -461,7 +534,10 @@ impl RuleSets {
     async fn watch(self: Arc<Self>) {
         let every = self.settings.watch_every;
         let fingerprint = |sets: &RuleSets| {
-            let dirs = sets.settings.sources();
+            let mut dirs = sets.settings.sources();
+            if let Some(config) = sets.live_config() {
+                dirs.push(config.file.clone());
+            }
             async move {
                 tokio::task::spawn_blocking(move || fingerprint(&dirs))
                     .await
@@ -487,31 +563,27 @@ impl RuleSets {
 }
 
 /// A digest of every file's path, size and modification time under the rule sources (and
-/// their `tests/` folders).
+/// their `tests/` folders); a source that is a file counts alone.
 fn fingerprint(sources: &[PathBuf]) -> u64 {
-    let mut entries = Vec::new();
-    let mut visit = |dir: &std::path::Path| {
-        if let Ok(read) = std::fs::read_dir(dir) {
-            for entry in read.flatten() {
-                if let Ok(meta) = entry.metadata()
-                    && meta.is_file()
-                {
-                    let modified = meta
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .unwrap_or_default();
-                    entries.push((entry.path(), meta.len(), modified));
-                }
-            }
-        }
+    let stamp = |path: PathBuf| {
+        let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        Some((path, meta.len(), modified))
     };
+    let mut entries = Vec::new();
     for source in sources {
-        if source.is_dir() {
-            visit(source);
-            visit(&source.join("tests"));
-        } else {
-            visit(source.parent().unwrap_or(std::path::Path::new(".")));
+        if !source.is_dir() {
+            entries.extend(stamp(source.clone()));
+            continue;
+        }
+        for dir in [source.clone(), source.join("tests")] {
+            if let Ok(read) = std::fs::read_dir(&dir) {
+                entries.extend(read.flatten().filter_map(|entry| stamp(entry.path())));
+            }
         }
     }
     entries.sort();

@@ -66,16 +66,26 @@ impl Shared {
             settings.lists.clone(),
         ));
         pipeline.add_check(lists.clone());
+        let mut live_feeds = None;
         if settings.feeds.enabled {
             let feeds = std::sync::Arc::new(crate::feeds::Feeds::open(
                 &settings.feeds.dir,
                 &settings.data_dir.join("feeds-cache"),
             ));
             feeds.watch(settings.feeds.reload_every);
+            live_feeds = Some(feeds.clone());
             pipeline.add_check(std::sync::Arc::new(crate::checks::FeedLists::new(
                 feeds,
                 settings.feeds.score,
             )));
+        }
+        if let Some(file) = &settings.file {
+            rulesets.follow_config(crate::ruleset::LiveConfig {
+                file: file.clone(),
+                policy: pipeline.live_policy(),
+                lists: lists.clone(),
+                feeds: live_feeds,
+            });
         }
         let health = std::sync::Arc::new(crate::health::Health::default());
         add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;

@@ -42,7 +42,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// there yet, or went stale because the page was replaced) are retried until the deadline.
 async fn wait_for_text(c: &fantoccini::Client, locator: Locator<'_>, want: &str) {
     let deadline = std::time::Instant::now() + PATIENCE;
-    let mut last = String::new();
+    let mut last: String;
     loop {
         match c.find(locator).await {
             Ok(element) => match element.text().await {

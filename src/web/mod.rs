@@ -2,15 +2,17 @@
 //! delete or mark it. Server-rendered pages (askama), plain forms, no JavaScript needed.
 //!
 //! [`auth`] owns accounts, sessions and tokens; [`i18n`] the texts in English, Albanian and
-//! Serbian; [`pages`] the HTML handlers; [`api`] the same actions as JSON for scripts. Every
-//! response carries strict security headers (one place: [`security_headers`]); every form
-//! carries the session's CSRF token; errors never show internals.
+//! Serbian; [`pages`] the HTML handlers; [`lists`] and [`rules`] the allow/block lists and
+//! rule management pages; [`api`] the same actions as JSON for scripts. Every response
+//! carries strict security headers (one place: [`security_headers`]); every form carries the
+//! session's CSRF token; errors never show internals.
 
 pub mod api;
 pub mod auth;
 pub mod i18n;
 pub mod lists;
 pub mod pages;
+pub mod rules;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -72,6 +74,12 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/lists", get(lists::page).post(lists::add))
         .route("/lists/{id}/remove", post(lists::remove))
         .route("/users", get(pages::users).post(pages::add_user))
+        .route("/rules", get(rules::list))
+        .route("/rules/reload", post(rules::reload))
+        .route("/rules/versions", get(rules::versions))
+        .route("/rules/versions/{id}/rollback", post(rules::rollback))
+        .route("/rules/edit", get(rules::edit_form).post(rules::save))
+        .route("/rules/{name}", get(rules::rule))
         .route("/static/kala.css", get(pages::stylesheet))
         .route("/api/quarantine", get(api::list))
         .route("/api/quarantine/{id}", get(api::show))

@@ -166,7 +166,10 @@ impl RuleSets {
     }
 
     fn live_config(&self) -> Option<Arc<LiveConfig>> {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reads the config file again and swaps in its `[policy]` and `[lists]` if they
@@ -213,7 +216,11 @@ impl RuleSets {
             let what = changed.join(", ");
             tracing::info!(file = %config.file.display(), changed = %what, "config reloaded");
             let target = config.file.display().to_string();
-            if let Err(e) = self.store.audit(actor, "", "config-reload", &target, &what).await {
+            if let Err(e) = self
+                .store
+                .audit(actor, "", "config-reload", &target, &what)
+                .await
+            {
                 tracing::warn!(error = %e, "could not audit the config reload");
             }
         }

@@ -39,8 +39,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// Listens on the control socket until the process ends.
-pub fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
+/// Listens on the control socket; the task ends when aborted.
+pub fn serve(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use anyhow::Context as _;
     use std::os::unix::fs::PermissionsExt as _;
     let path = socket_path(&shared.settings.data_dir);
@@ -57,7 +57,7 @@ pub fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -66,8 +66,7 @@ pub fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
             });
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {

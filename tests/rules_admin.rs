@@ -744,3 +744,43 @@ async fn a_reload_reads_the_score_table_and_lists_from_the_config_file_again() {
         "still blocked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_rule_files_at_start_up_run_the_last_active_version() {
+    kala::install_crypto_provider();
+    let sink = Sink::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = rules_dir(root.path());
+    let config = root.path().join("kala.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"kala.test\"\n\
+             [downstream]\naddress = \"{}\"\n[rules]\ndirs = [{dir:?}]\nwatch = false\n\
+             [antivirus]\nenabled = false\n[auth]\nenabled = false\n",
+            root.path().join("data").display().to_string(),
+            sink.addr
+        ),
+    )
+    .unwrap();
+    let start = || async {
+        let settings = kala::config::Settings::load(&config).unwrap();
+        kala::smtp::start(settings).await.unwrap()
+    };
+    let server = start().await;
+    server.shutdown().await;
+
+    // Broken while the gateway was down: the next start runs version 1 and says why.
+    write(&dir.join("50_gen.cf"), &generation(1).0);
+    let server = start().await;
+    let status = server.shared.rulesets.status();
+    assert_eq!(status.active.as_ref().map(|v| v.id), Some(1), "{status:?}");
+    let refused = status.refused.expect("the refusal is shown");
+    assert!(refused.problems[0].contains("50_gen.cf:1"), "{refused:?}");
+    let reply = support::Client::connect(server.local_addrs[0])
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], MAGIC)
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(generations_in(&sink.wait_for(1).await[0].data), [0]);
+}

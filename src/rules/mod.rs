@@ -195,6 +195,11 @@ impl RuleSet {
         self.rules.len()
     }
 
+    /// Rules that are reported when they fire (not `__` sub-rules): what admins count.
+    pub fn reported_len(&self) -> usize {
+        self.rules.iter().filter(|r| !r.silent).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -55,16 +55,20 @@ impl Candidate {
     /// What keeps it from activating: every parse and compile error, and (unless forced)
     /// every failing rule test. Empty: it may go live.
     pub fn problems(&self, force: bool) -> Vec<String> {
-        let mut problems: Vec<String> = self.set.errors.iter().map(|e| e.to_string()).collect();
-        // An empty set from configured sources would silently stop filtering.
-        if self.set.is_empty() && problems.is_empty() && self.set.files_read > 0 {
-            problems.push("no rules at all: is rules.dirs right?".into());
-        }
-        if !force {
-            problems.extend(self.tests.failures().map(|f| format!("rule test {f}")));
-        }
-        problems
+        problems(&self.set, &self.tests, force)
     }
+}
+
+fn problems(set: &RuleSet, tests: &TestReport, force: bool) -> Vec<String> {
+    let mut problems: Vec<String> = set.errors.iter().map(|e| e.to_string()).collect();
+    // An empty set from configured sources would silently stop filtering.
+    if set.is_empty() && problems.is_empty() && set.files_read > 0 {
+        problems.push("no rules at all: is rules.dirs right?".into());
+    }
+    if !force {
+        problems.extend(tests.failures().map(|f| format!("rule test {f}")));
+    }
+    problems
 }
 
 /// A refused activation.
@@ -253,26 +257,30 @@ impl RuleSets {
     /// broken set runs, since something beats nothing.
     pub async fn start(&self) -> anyhow::Result<()> {
         let _change = self.changing.lock().await;
+        // The set the pipeline loaded from the files: tested here, not compiled again.
         let set = self.live.current();
-        let sources = self.settings.sources();
-        let loaded = {
-            let snapshot = (*set.snapshot).clone();
-            tokio::task::spawn_blocking(move || Candidate::from_snapshot(&sources, snapshot))
+        let (hash, tests) = {
+            let set = set.clone();
+            tokio::task::spawn_blocking(move || (set.snapshot.hash(), test_cases::run(&set)))
                 .await?
         };
         let latest = self.store.rule_versions(1).await?.into_iter().next();
-        let problems = loaded.problems(false);
+        let problems = problems(&set, &tests, false);
         if problems.is_empty() {
-            if latest.as_ref().is_some_and(|v| v.hash == loaded.hash) {
-                self.lock_status().active = latest;
-                return Ok(());
-            }
-            let version = self.record(&loaded, "startup", "").await?;
-            self.live.replace(loaded.set);
+            let version = match latest.filter(|v| v.hash == hash) {
+                Some(latest) => latest,
+                None => self.record(&set, &hash, "startup", "").await?,
+            };
+            tracing::info!(
+                version = version.id,
+                hash = version.short_hash(),
+                rules = version.rules,
+                "rule set active"
+            );
             self.lock_status().active = Some(version);
             return Ok(());
         }
-        let refusal = self.refuse(&loaded, "startup", problems).await;
+        let refusal = self.refuse(&hash, "startup", problems).await;
         let Some(latest) = latest else {
             tracing::error!(
                 "no earlier rule set version to fall back to: running the rules that compiled"
@@ -343,7 +351,7 @@ impl RuleSets {
     ) -> Result<Activation, Refusal> {
         let problems = candidate.problems(force);
         if !problems.is_empty() {
-            return Err(self.refuse(&candidate, actor, problems).await);
+            return Err(self.refuse(&candidate.hash, actor, problems).await);
         }
         let active = self.lock_status().active.clone();
         if let Some(active) = active.filter(|v| v.hash == candidate.hash) {
@@ -361,7 +369,7 @@ impl RuleSets {
             .to_string();
         }
         let version = self
-            .record(&candidate, actor, &note)
+            .record(&candidate.set, &candidate.hash, actor, &note)
             .await
             .map_err(|e| self.internal(actor, e))?;
         self.live.replace(candidate.set);
@@ -438,18 +446,19 @@ impl RuleSets {
 
     async fn record(
         &self,
-        candidate: &Candidate,
+        set: &RuleSet,
+        hash: &str,
         actor: &str,
         note: &str,
     ) -> anyhow::Result<RuleVersion> {
-        let zip = candidate.set.snapshot.to_zip()?;
+        let zip = set.snapshot.to_zip()?;
         let mut version = RuleVersion {
             id: 0,
-            hash: candidate.hash.clone(),
+            hash: hash.to_string(),
             activated_at: crate::store::now() as i64,
             actor: actor.to_string(),
             note: note.to_string(),
-            rules: candidate.set.len() as i64,
+            rules: set.reported_len() as i64,
         };
         version.id = self
             .store
@@ -462,11 +471,11 @@ impl RuleSets {
         Ok(version)
     }
 
-    async fn refuse(&self, candidate: &Candidate, actor: &str, problems: Vec<String>) -> Refusal {
+    async fn refuse(&self, hash: &str, actor: &str, problems: Vec<String>) -> Refusal {
         let refusal = Refusal {
             at: crate::store::now() as i64,
             actor: actor.to_string(),
-            hash: candidate.hash.clone(),
+            hash: hash.to_string(),
             problems,
         };
         for problem in &refusal.problems {
@@ -506,23 +515,24 @@ impl RuleSets {
     }
 
     /// The background work of a running gateway: reload on SIGHUP and (when `rules.watch`)
-    /// on file changes, and flush hit counts every minute.
-    pub fn spawn_background(self: &Arc<Self>) -> anyhow::Result<()> {
+    /// on file changes, and flush hit counts every minute. The tasks run until aborted.
+    pub fn spawn_background(self: &Arc<Self>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup())?;
+        let mut tasks = Vec::new();
         let sets = self.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the rules");
                 let _ = sets.reload("sighup", false).await;
             }
-        });
+        }));
         if self.settings.watch {
             let sets = self.clone();
-            tokio::spawn(async move { sets.watch().await });
+            tasks.push(tokio::spawn(async move { sets.watch().await }));
         }
         let sets = self.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
             loop {
@@ -531,8 +541,8 @@ impl RuleSets {
                     tracing::warn!(error = %e, "rule hit counts not saved");
                 }
             }
-        });
-        Ok(())
+        }));
+        Ok(tasks)
     }
 
     /// Polls the rule files' names, sizes and times; a change that has held still for one

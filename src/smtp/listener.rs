@@ -55,8 +55,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     shared
         .quarantine
         .spawn_purge(shared.settings.quarantine.purge_interval);
-    shared.rulesets.spawn_background()?;
-    crate::control::serve(shared.clone())?;
+    // Stopped with the accept loops: a restarted gateway takes over the socket and the
+    // rule watcher.
+    accept_loops.extend(shared.rulesets.spawn_background()?);
+    accept_loops.push(crate::control::serve(shared.clone())?);
     if shared.settings.antivirus.enabled {
         let settings = &shared.settings;
         let clamd = crate::antivirus::Clamd::from_settings(&settings.antivirus);
@@ -99,6 +101,10 @@ impl RunningServer {
         for handle in &self.accept_loops {
             handle.abort();
         }
+        if let Err(e) = self.shared.rulesets.flush_hits().await {
+            tracing::warn!(error = %e, "rule hit counts not saved");
+        }
+        let _ = std::fs::remove_file(crate::control::socket_path(&self.shared.settings.data_dir));
         left
     }
 }

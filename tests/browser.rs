@@ -232,3 +232,102 @@ async fn review_in_a_real_browser() {
 
     browser.client.clone().close().await.unwrap();
 }
+
+/// The rules pages in the browser: a rule with its hits graph (drawn as SVG under the strict
+/// CSP), an edit refused with its problem shown, and a sound one that becomes a version.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_pages_in_a_real_browser() {
+    let sink = Sink::start().await;
+    let rules = tempfile::tempdir().unwrap();
+    let local = rules.path().join("10_local.cf");
+    std::fs::write(
+        &local,
+        "body KALA_T_PRIZE /won a prize/i\ndescribe KALA_T_PRIZE Promises a prize\nscore KALA_T_PRIZE 0.5\n",
+    )
+    .unwrap();
+    let kala = Kala::start(
+        sink.addr,
+        &[(
+            "rules",
+            &format!("dirs = [{:?}]\nwatch = false", rules.path()),
+        )],
+    )
+    .await;
+    let prize = b"From: Ana <ana@sender.example>\r\nTo: it@prokuroria.example\r\nSubject: News\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <p@sender.example>\r\n\r\nYou won a prize.\r\n";
+    let reply = kala
+        .client()
+        .await
+        .send_mail("ana@sender.example", &["it@prokuroria.example"], prize)
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    kala.add_user("root", PASSWORD, "admin").await;
+    let base = format!("http://{}", kala.start_web().await);
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    for (id, text) in [("login-user", "root"), ("login-password", PASSWORD)] {
+        c.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("count")).await.unwrap();
+
+    c.goto(&format!("{base}/rules")).await.unwrap();
+    c.wait()
+        .for_element(Locator::LinkText("KALA_T_PRIZE"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("hits")).await.unwrap();
+    let bars = c.find_all(Locator::Css("#hits rect")).await.unwrap();
+    assert_eq!(bars.len(), 30, "a bar per day");
+    let total = c.find(Locator::Id("total")).await.unwrap();
+    assert!(total.text().await.unwrap().starts_with("Total: 1"));
+
+    // A broken edit: refused, the problem shown, the file unchanged.
+    c.goto(&format!("{base}/rules/edit?file=10_local.cf"))
+        .await
+        .unwrap();
+    let text = c.wait().for_element(Locator::Css("textarea")).await.unwrap();
+    text.send_keys("body KALA_T_BAD /unclosed(/\n").await.unwrap();
+    c.find(Locator::Id("save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let problems = c.wait().for_element(Locator::Id("problems")).await.unwrap();
+    assert!(problems.text().await.unwrap().contains("10_local.cf:4"));
+    assert!(!std::fs::read_to_string(&local).unwrap().contains("KALA_T_BAD"));
+
+    // Remove the broken line and add a sound rule: saved and active as version 2.
+    let text = c.find(Locator::Css("textarea")).await.unwrap();
+    text.clear().await.unwrap();
+    text.send_keys(
+        "body KALA_T_PRIZE /won a prize/i\nscore KALA_T_PRIZE 0.5\nbody KALA_T_NEW /brand new/\n",
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Id("save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, Locator::Id("result"), "Saved; version 2 is now active.").await;
+    assert!(std::fs::read_to_string(&local).unwrap().contains("KALA_T_NEW"));
+
+    browser.client.clone().close().await.unwrap();
+}

@@ -300,8 +300,14 @@ async fn rules_pages_in_a_real_browser() {
     c.goto(&format!("{base}/rules/edit?file=10_local.cf"))
         .await
         .unwrap();
-    let text = c.wait().for_element(Locator::Css("textarea")).await.unwrap();
-    text.send_keys("body KALA_T_BAD /unclosed(/\n").await.unwrap();
+    let text = c
+        .wait()
+        .for_element(Locator::Css("textarea"))
+        .await
+        .unwrap();
+    text.send_keys("body KALA_T_BAD /unclosed(/\n")
+        .await
+        .unwrap();
     c.find(Locator::Id("save"))
         .await
         .unwrap()
@@ -310,7 +316,11 @@ async fn rules_pages_in_a_real_browser() {
         .unwrap();
     let problems = c.wait().for_element(Locator::Id("problems")).await.unwrap();
     assert!(problems.text().await.unwrap().contains("10_local.cf:4"));
-    assert!(!std::fs::read_to_string(&local).unwrap().contains("KALA_T_BAD"));
+    assert!(
+        !std::fs::read_to_string(&local)
+            .unwrap()
+            .contains("KALA_T_BAD")
+    );
 
     // Remove the broken line and add a sound rule: saved and active as version 2.
     let text = c.find(Locator::Css("textarea")).await.unwrap();
@@ -327,7 +337,11 @@ async fn rules_pages_in_a_real_browser() {
         .await
         .unwrap();
     wait_for_text(c, Locator::Id("result"), "Saved; version 2 is now active.").await;
-    assert!(std::fs::read_to_string(&local).unwrap().contains("KALA_T_NEW"));
+    assert!(
+        std::fs::read_to_string(&local)
+            .unwrap()
+            .contains("KALA_T_NEW")
+    );
 
     browser.client.clone().close().await.unwrap();
 }

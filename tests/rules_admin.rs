@@ -204,6 +204,33 @@ async fn reloads_under_load_never_drop_mail_and_never_activate_a_broken_set() {
     let refused = audit.iter().filter(|e| e.action == "rules-refused").count();
     // (A SIGHUP another test sends this process may add a refusal of its own.)
     assert!(refused >= 20, "every refusal is audited: {refused}");
+
+    // --force activates a set whose test fails (never one with errors), and says so.
+    write(&dir.join("50_gen.cf"), &generation(53).0);
+    let forced = Request::Reload {
+        actor: "test".into(),
+        force: true,
+    };
+    let answer = control::request(kala.data_dir.path(), &forced)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.ok, "{}", answer.text);
+    let newest = &store.rule_versions(1).await.unwrap()[0];
+    assert!(
+        newest.note.contains("forced past failing tests") && newest.note.contains("missing GEN_53"),
+        "{newest:?}"
+    );
+    write(&dir.join("50_gen.cf"), &generation(51).0);
+    let answer = control::request(kala.data_dir.path(), &forced)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !answer.ok,
+        "a syntax error is never forced: {}",
+        answer.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -229,6 +229,14 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     kala::install_crypto_provider();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // `kala rules check | head` should stop quietly, as other command-line tools do,
+        // not panic on the closed pipe. The gateway keeps Rust's default (EPIPE errors).
+        // SAFETY: no other thread exists yet; this only resets a signal disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
         Command::Scan {

@@ -212,6 +212,53 @@ async fn release_reinjects_byte_for_byte(q: Quarantine) {
     );
 }
 
+/// Rule set versions, hit counts and relayed samples (issue 8's tables) on this store.
+async fn rule_versions_hits_and_samples(q: Quarantine) {
+    use kala::store::rules::RuleVersion;
+    let store = q.store();
+    for (n, hash) in ["aa", "bb", "cc"].into_iter().enumerate() {
+        let version = RuleVersion {
+            id: 0,
+            hash: hash.into(),
+            activated_at: n as i64,
+            actor: "cli:root".into(),
+            note: String::new(),
+            rules: 10,
+        };
+        let id = store
+            .add_rule_version(&version, &[n as u8, 0, 255], 2)
+            .await
+            .unwrap();
+        assert!(id > 0);
+    }
+    let versions = store.rule_versions(10).await.unwrap();
+    let hashes: Vec<&str> = versions.iter().map(|v| v.hash.as_str()).collect();
+    assert_eq!(hashes, ["cc", "bb"], "the newest 2 kept, newest first");
+    let (_, files) = store.rule_version(versions[0].id).await.unwrap().unwrap();
+    assert_eq!(files, [2, 0, 255]);
+
+    store.add_rule_hits(100, &[("A".into(), 2)]).await.unwrap();
+    store
+        .add_rule_hits(100, &[("A".into(), 3), ("B".into(), 1)])
+        .await
+        .unwrap();
+    store.add_rule_hits(101, &[("A".into(), 1)]).await.unwrap();
+    assert_eq!(
+        store.rule_hit_totals(100).await.unwrap(),
+        [("A".to_string(), 6), ("B".to_string(), 1)]
+    );
+    assert_eq!(store.rule_hits("A", 0).await.unwrap(), [(100, 5), (101, 1)]);
+
+    let v = verdict(3.0, &[("KALA_X", 3.0)], None);
+    for n in 0..3u8 {
+        store.add_rule_sample(&v, &[n], 2, 3600).await.unwrap();
+    }
+    let samples = store.rule_samples(10).await.unwrap();
+    assert_eq!(samples.len(), 2, "the newest 2 kept");
+    assert_eq!(samples[0].raw, [2]);
+    assert_eq!(samples[0].verdict, v);
+}
+
 macro_rules! on_each_backend {
     ($($scenario:ident),* $(,)?) => {
         #[tokio::test(flavor = "multi_thread")]
@@ -241,6 +288,7 @@ on_each_backend!(
     filters_narrow_the_list_and_count,
     delete_mark_and_purge,
     release_reinjects_byte_for_byte,
+    rule_versions_hits_and_samples,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -111,7 +111,9 @@ impl Store {
     /// Hits per rule since `since_day` (inclusive).
     pub async fn rule_hit_totals(&self, since_day: i64) -> anyhow::Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT rule, SUM(hits) FROM rule_hits WHERE day >= $1 GROUP BY rule ORDER BY rule",
+            // PostgreSQL sums BIGINT to NUMERIC: cast back, so both stores give an i64.
+            "SELECT rule, CAST(SUM(hits) AS BIGINT) FROM rule_hits WHERE day >= $1 \
+             GROUP BY rule ORDER BY rule",
         )
         .bind(since_day)
         .fetch_all(self.pool())

@@ -26,6 +26,8 @@ pub enum Request {
     },
     /// Saves the rule hit counts not yet in the store (before `kala rules stats` reads).
     Flush,
+    /// The readiness probes (`kala status`); the answer's text is their JSON.
+    Status,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +87,13 @@ async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {
         }
         Ok(Request::Rollback { actor, version }) => {
             outcome(shared.rulesets.rollback(version, &actor).await)
+        }
+        Ok(Request::Status) => {
+            let readiness = crate::health::readiness(shared).await;
+            Answer {
+                ok: readiness.ready,
+                text: serde_json::to_string(&readiness)?,
+            }
         }
         Ok(Request::Flush) => match shared.rulesets.flush_hits().await {
             Ok(()) => Answer {

@@ -91,6 +91,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Ask the running gateway whether it can take mail: downstream, clamd, store, rules.
+    /// Exits 0 when ready, 1 when not or when no gateway runs on this data_dir.
+    Status {
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Accounts of the review UI and the API.
     User {
         #[arg(long, short, env = "KALA_CONFIG", global = true)]
@@ -274,6 +280,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Quarantine { config, command } => quarantine(config.as_deref(), command),
         Command::User { config, command } => user(config.as_deref(), command),
+        Command::Status { config } => status(config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -747,6 +754,33 @@ fn print_held(held: &kala::quarantine::Held) {
                 .unwrap_or_default()
         );
     }
+}
+
+fn status(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    let answer = runtime()?.block_on(kala::control::request(
+        &settings.data_dir,
+        &kala::control::Request::Status,
+    ))?;
+    let Some(answer) = answer else {
+        anyhow::bail!(
+            "no gateway is running on {} (its control socket does not answer)",
+            settings.data_dir.display()
+        );
+    };
+    let readiness: kala::health::Readiness = serde_json::from_str(&answer.text)?;
+    for probe in &readiness.probes {
+        println!(
+            "{:<4} {:<11} {:>5} ms  {}",
+            if probe.ok { "ok" } else { "FAIL" },
+            probe.name,
+            probe.millis,
+            probe.detail
+        );
+    }
+    anyhow::ensure!(readiness.ready, "not ready (see FAIL above)");
+    println!("ready");
+    Ok(())
 }
 
 fn user(config: Option<&Path>, command: UserCommand) -> anyhow::Result<()> {

@@ -277,7 +277,7 @@ async fn change(settings: &Settings, store: &Store, request: Request) -> anyhow:
     let result = match request {
         Request::Reload { actor, force } => sets.reload(&actor, force).await,
         Request::Rollback { actor, version } => sets.rollback(version, &actor).await,
-        Request::Flush => return Ok(()),
+        Request::Flush | Request::Status => return Ok(()),
     };
     match result {
         Ok(activation) => {

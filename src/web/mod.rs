@@ -81,6 +81,9 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/rules/edit", get(rules::edit_form).post(rules::save))
         .route("/rules/{name}", get(rules::rule))
         .route("/static/kala.css", get(pages::stylesheet))
+        // For load balancers and monitoring: no login, no details beyond ok or not.
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/quarantine", get(api::list))
         .route("/api/quarantine/{id}", get(api::show))
         .route("/api/quarantine/{id}/{action}", post(api::act))
@@ -90,6 +93,18 @@ pub fn router(web: Arc<Web>) -> Router {
             security_headers,
         ))
         .with_state(web)
+}
+
+/// 200 when the gateway can take mail (downstream, clamd, store and rules all answer),
+/// 503 otherwise; the body says which probe failed.
+async fn readyz(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Response {
+    let readiness = crate::health::readiness(&web.shared).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
 }
 
 /// The UI, serving until the process ends.

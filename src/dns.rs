@@ -76,6 +76,13 @@ impl Dns {
 
     /// Looks up the A records of `name` (a blocklist query), within the configured timeout.
     pub async fn lookup_a(&self, name: &str) -> Result<Answer, LookupError> {
+        let started = std::time::Instant::now();
+        let result = self.lookup_a_timed(name).await;
+        crate::metrics::metrics().dns_lookup(started.elapsed(), result.is_err());
+        result
+    }
+
+    async fn lookup_a_timed(&self, name: &str) -> Result<Answer, LookupError> {
         let lookup = self.authenticator.resolver().lookup(name, RecordType::A);
         match tokio::time::timeout(self.timeout, lookup).await {
             Err(_) => Err(LookupError::Timeout(self.timeout)),

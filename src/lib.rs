@@ -19,6 +19,7 @@ pub mod health;
 pub mod html;
 pub mod mailbox;
 pub mod message;
+pub mod metrics;
 pub mod quarantine;
 pub mod received;
 pub mod rules;

@@ -139,11 +139,14 @@ impl Clamd {
         F: FnOnce(Endpoint) -> Fut,
         Fut: std::future::Future<Output = std::io::Result<Vec<u8>>>,
     {
-        match tokio::time::timeout(self.timeout, call(self.endpoint.clone())).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, call(self.endpoint.clone())).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(ScanError::Unavailable(e)),
             Err(_) => Err(ScanError::Timeout(self.timeout)),
-        }
+        };
+        crate::metrics::metrics().clamd_call(started.elapsed(), result.is_err());
+        result
     }
 }
 
@@ -229,6 +232,9 @@ pub async fn log_health(
                 age_hours = ?age_hours,
                 "antivirus ready"
             );
+            if let Some(age) = version.database_age {
+                crate::metrics::metrics().clamd_database_age(age);
+            }
             if let Some(age) = version.database_age
                 && age > max_age
             {

@@ -207,6 +207,7 @@ pub fn note_if_passed_unscanned(verdict: &crate::verdict::Verdict) {
         && verdict.action <= Action::Tag
     {
         PASSED_UNSCANNED.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics().passed_unscanned();
         tracing::warn!(
             symbol = %symbol.name,
             detail = %symbol.detail.as_deref().unwrap_or(""),

@@ -232,14 +232,24 @@ impl Pipeline {
             .map(|check| {
                 let ctx = &ctx;
                 async move {
-                    match tokio::time::timeout(self.check_timeout, check.check(ctx)).await {
-                        Ok(Ok(outcome)) => outcome,
-                        Ok(Err(error)) => unchecked(check.name(), format!("failed: {error:#}")),
-                        Err(_) => unchecked(
-                            check.name(),
-                            format!("timed out after {:?}", self.check_timeout),
-                        ),
-                    }
+                    let started = std::time::Instant::now();
+                    let (outcome, failure) =
+                        match tokio::time::timeout(self.check_timeout, check.check(ctx)).await {
+                            Ok(Ok(outcome)) => (outcome, None),
+                            Ok(Err(error)) => (
+                                unchecked(check.name(), format!("failed: {error:#}")),
+                                Some("error"),
+                            ),
+                            Err(_) => (
+                                unchecked(
+                                    check.name(),
+                                    format!("timed out after {:?}", self.check_timeout),
+                                ),
+                                Some("timeout"),
+                            ),
+                        };
+                    crate::metrics::metrics().check(check.name(), started.elapsed(), failure);
+                    outcome
                 }
             });
         let mut total = Outcome::default();

@@ -355,6 +355,7 @@ impl RuleSets {
         }
         let active = self.lock_status().active.clone();
         if let Some(active) = active.filter(|v| v.hash == candidate.hash) {
+            crate::metrics::metrics().rule_change("unchanged");
             self.lock_status().refused = None;
             return Ok(Activation::Unchanged(active));
         }
@@ -373,6 +374,7 @@ impl RuleSets {
             .await
             .map_err(|e| self.internal(actor, e))?;
         self.live.replace(candidate.set);
+        crate::metrics::metrics().rule_change("activated");
         tracing::info!(
             version = version.id,
             hash = version.short_hash(),
@@ -478,6 +480,7 @@ impl RuleSets {
             hash: hash.to_string(),
             problems,
         };
+        crate::metrics::metrics().rule_change("refused");
         for problem in &refusal.problems {
             tracing::error!(actor, %problem, "rule set refused");
         }

@@ -147,9 +147,11 @@ async fn accept_loop(
             continue;
         };
         let session = Session::new(Box::new(stream), peer, shared.clone(), shutdown.clone());
+        let counted = crate::metrics::metrics().session();
         sessions.spawn(async move {
             session.run().await;
             drop(slot);
+            drop(counted);
         });
     }
 }

@@ -665,6 +665,7 @@ impl Session {
         self.shared
             .activity
             .record(outcome, Some(&verdict), crate::store::now());
+        crate::metrics::metrics().message(outcome, Some(&verdict));
         if let Some(model) = &self.shared.bayes
             && outcome != Action::Tempfail
             && let Some(spam) = crate::bayes::autolearn_class(&verdict, &self.shared.settings.bayes)
@@ -875,12 +876,14 @@ async fn relay_message(
     };
     match conn.data(header, body).await {
         Ok(reply) => {
+            crate::metrics::metrics().downstream_reply(Some(reply.code));
             if let Some(conn) = tx.downstream.take() {
                 downstream.release(conn);
             }
             reply
         }
         Err(error) => {
+            crate::metrics::metrics().downstream_reply(None);
             tracing::warn!(%error, "downstream failed during DATA");
             tx.downstream = None;
             downstream_unavailable()

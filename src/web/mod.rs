@@ -84,6 +84,7 @@ pub fn router(web: Arc<Web>) -> Router {
         // For load balancers and monitoring: no login, no details beyond ok or not.
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/quarantine", get(api::list))
         .route("/api/quarantine/{id}", get(api::show))
         .route("/api/quarantine/{id}/{action}", post(api::act))
@@ -105,6 +106,15 @@ async fn readyz(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Re
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(readiness)).into_response()
+}
+
+/// Prometheus scrapes this (OpenMetrics text). Like `/readyz` it needs no login: serve the
+/// UI on an internal address.
+async fn metrics(axum::extract::State(web): axum::extract::State<Arc<Web>>) -> Response {
+    let text = crate::metrics::metrics()
+        .render(&web.shared.quarantine)
+        .await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// The UI, serving until the process ends.

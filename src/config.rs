@@ -51,6 +51,15 @@ struct RawConfig {
     ratelimit: RawRateLimit,
     state: RawState,
     bayes: RawBayes,
+    tracking: RawTracking,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTracking {
+    enabled: Option<bool>,
+    #[serde(with = "humantime_serde::option")]
+    retention: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +415,7 @@ pub struct Settings {
     /// Where greylisting and rate counters live when several nodes share them.
     pub state: StateSettings,
     pub bayes: BayesSettings,
+    pub tracking: TrackingSettings,
 }
 
 /// Where the Bayes model lives.
@@ -591,6 +601,14 @@ pub struct AntivirusSettings {
     pub fail_open: bool,
     /// A database older than this is warned about at start and at each health check.
     pub max_database_age: Duration,
+}
+
+/// Message tracking: every message's path, kept for the helpdesk's searches.
+#[derive(Debug, Clone)]
+pub struct TrackingSettings {
+    pub enabled: bool,
+    /// How long a message's record is kept (its body is never kept here).
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1232,9 +1250,20 @@ impl Settings {
                 )
             })?,
         };
+        let tracking = TrackingSettings {
+            enabled: raw.tracking.enabled.unwrap_or(true),
+            retention: raw
+                .tracking
+                .retention
+                .unwrap_or(Duration::from_secs(30 * 86_400)),
+        };
+        if tracking.retention < Duration::from_secs(3600) {
+            return Err(fail("tracking.retention", "must be at least 1h".into()));
+        }
         Ok(Settings {
             source: file.to_string(),
             file: None,
+            tracking,
             dns,
             dnsbl,
             uribl,

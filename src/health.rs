@@ -138,10 +138,9 @@ fn short_error(error: impl std::fmt::Display) -> String {
     first
         .split_whitespace()
         .filter(|word| {
-            !word
-                .trim_matches(|c: char| "()[],;:".contains(c))
+            word.trim_matches(|c: char| "()[],;:".contains(c))
                 .parse::<std::net::SocketAddr>()
-                .is_ok()
+                .is_err()
         })
         .collect::<Vec<_>>()
         .join(" ")

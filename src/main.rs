@@ -91,6 +91,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Where did a message go? Searches every message's path (tracking.retention, 30 days).
+    Track {
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: commands::track::TrackArgs,
+    },
     /// Ask the running gateway whether it can take mail: downstream, clamd, store, rules.
     /// Exits 0 when ready, 1 when not or when no gateway runs on this data_dir.
     Status {
@@ -281,6 +288,7 @@ fn main() -> ExitCode {
         Command::Quarantine { config, command } => quarantine(config.as_deref(), command),
         Command::User { config, command } => user(config.as_deref(), command),
         Command::Status { config } => status(config.as_deref()),
+        Command::Track { config, args } => commands::track::run(config.as_deref(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,3 +2,4 @@
 //! arguments and print). Not part of the library.
 
 pub mod rules;
+pub mod track;

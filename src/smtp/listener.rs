@@ -55,6 +55,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningServer> {
     shared
         .quarantine
         .spawn_purge(shared.settings.quarantine.purge_interval);
+    if shared.settings.tracking.enabled {
+        let store = shared.quarantine.store().clone();
+        let retention = shared.settings.tracking.retention.as_secs() as i64;
+        accept_loops.push(tokio::spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                let before = crate::store::now() as i64 - retention;
+                if let Err(e) = store.track_purge(before).await {
+                    tracing::warn!(error = %e, "old tracking records not purged");
+                }
+            }
+        }));
+    }
     // Stopped with the accept loops: a restarted gateway takes over the socket and the
     // rule watcher.
     accept_loops.extend(shared.rulesets.spawn_background()?);

@@ -529,6 +529,15 @@ impl Session {
                 &reply,
                 tx.started,
             );
+            track(
+                &self.shared,
+                envelope,
+                data.size,
+                None,
+                None,
+                refused_action(&reply),
+                &reply,
+            );
             reply
         };
         if data.oversized {
@@ -662,6 +671,15 @@ impl Session {
             500..=599 => Action::Reject,
             _ => verdict.action,
         };
+        track(
+            &self.shared,
+            &tx.envelope,
+            spool.len(),
+            Some(&Headline::of(&message)),
+            Some(&verdict),
+            outcome,
+            &reply,
+        );
         self.shared
             .activity
             .record(outcome, Some(&verdict), crate::store::now());
@@ -1042,6 +1060,49 @@ fn log_message(
         ms = started.elapsed().as_millis() as u64,
         "message"
     );
+}
+
+/// Records the message's path for tracking (`tracking.enabled`), off the reply's way: the
+/// write is spawned, and a failure is logged, never turned into a refusal.
+fn track(
+    shared: &super::Shared,
+    envelope: &Envelope,
+    size: usize,
+    headline: Option<&Headline>,
+    verdict: Option<&crate::verdict::Verdict>,
+    action: Action,
+    reply: &Reply,
+) {
+    if !shared.settings.tracking.enabled {
+        return;
+    }
+    let tracked = crate::store::tracking::Tracked {
+        queue_id: envelope.queue_id.clone(),
+        received_at: envelope.received_at as i64,
+        client_ip: envelope.client_ip.to_string(),
+        helo: envelope.helo.clone().unwrap_or_default(),
+        sender: envelope.sender.clone(),
+        recipients: envelope.recipients.clone(),
+        subject: headline.map(|h| h.subject.clone()).unwrap_or_default(),
+        message_id: headline.map(|h| h.message_id.clone()).unwrap_or_default(),
+        size: size as i64,
+        score: verdict.map(|v| v.score).unwrap_or(0.0),
+        symbols: verdict.map(|v| v.symbol_list()).unwrap_or_default(),
+        action: action.to_string(),
+        reply: reply.to_string(),
+        // A held message keeps its queue id in the quarantine.
+        quarantine_id: if action == Action::Quarantine {
+            envelope.queue_id.clone()
+        } else {
+            String::new()
+        },
+    };
+    let store = shared.quarantine.store().clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.track(&tracked).await {
+            tracing::warn!(error = %e, queue_id = %tracked.queue_id, "message not tracked");
+        }
+    });
 }
 
 /// A refusal before scanning is a reject (5xx) or a tempfail (4xx).

@@ -149,6 +149,30 @@ const STEPS: &[&str] = &[
         verdict TEXT NOT NULL,
         raw {blob} NOT NULL
     );",
+    // 7: message tracking: one row per message (never its body), for the helpdesk's "where
+    // is the mail from X sent at 10:05". Recipients and subject are kept lower-cased beside
+    // the shown text, so searches need no function on the column.
+    "CREATE TABLE message_track (
+        queue_id TEXT PRIMARY KEY,
+        received_at BIGINT NOT NULL,
+        client_ip TEXT NOT NULL,
+        helo TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        score DOUBLE PRECISION NOT NULL,
+        symbols TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reply TEXT NOT NULL,
+        quarantine_id TEXT NOT NULL,
+        sender_lc TEXT NOT NULL,
+        recipients_lc TEXT NOT NULL,
+        subject_lc TEXT NOT NULL
+    );
+    CREATE INDEX message_track_received ON message_track (received_at);
+    CREATE INDEX message_track_message_id ON message_track (message_id);",
 ];
 
 /// The schema version this build expects.

@@ -12,6 +12,7 @@ mod migrations;
 pub mod redis;
 pub mod rules;
 pub mod state;
+pub mod tracking;
 
 use std::path::Path;
 use std::str::FromStr;

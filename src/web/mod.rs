@@ -13,6 +13,7 @@ pub mod i18n;
 pub mod lists;
 pub mod pages;
 pub mod rules;
+pub mod track;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/quarantine/{id}/raw", get(pages::download))
         .route("/quarantine/{id}/html", get(pages::html_view))
         .route("/audit", get(pages::audit))
+        .route("/track", get(track::page))
         .route("/lists", get(lists::page).post(lists::add))
         .route("/lists/{id}/remove", post(lists::remove))
         .route("/users", get(pages::users).post(pages::add_user))

@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod antivirus;
 pub mod attachments;
+pub mod backup;
 pub mod bayes;
 pub mod checks;
 pub mod config;

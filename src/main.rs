@@ -98,6 +98,20 @@ enum Command {
         #[command(flatten)]
         args: commands::track::TrackArgs,
     },
+    /// Write a consistent archive of the store (taken while mail flows), the config, the rule
+    /// directories, the TLS certificate and rule updates, with checksums.
+    Backup {
+        /// The archive file, or a directory for a dated one.
+        dest: PathBuf,
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Restore an archive into the configured (fresh) data directory.
+    Restore {
+        archive: PathBuf,
+        #[arg(long, short, env = "KALA_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Ask the running gateway whether it can take mail: downstream, clamd, store, rules.
     /// Exits 0 when ready, 1 when not or when no gateway runs on this data_dir.
     Status {
@@ -288,6 +302,23 @@ fn main() -> ExitCode {
         Command::Quarantine { config, command } => quarantine(config.as_deref(), command),
         Command::User { config, command } => user(config.as_deref(), command),
         Command::Status { config } => status(config.as_deref()),
+        Command::Backup { dest, config } => load_settings(config.as_deref()).and_then(|settings| {
+            let summary = runtime()?.block_on(kala::backup::backup(&settings, &dest))?;
+            println!(
+                "wrote {} ({} members, {} bytes) and its .sha256",
+                summary.archive.display(),
+                summary.members,
+                summary.bytes
+            );
+            Ok(())
+        }),
+        Command::Restore { archive, config } => load_settings(config.as_deref()).and_then(|settings| {
+            for line in kala::backup::restore(&archive, &settings.data_dir)? {
+                println!("{line}");
+            }
+            println!("restored; copy the config and rules back where they were if this is a new machine");
+            Ok(())
+        }),
         Command::Track { config, args } => commands::track::run(config.as_deref(), args),
     };
     match result {

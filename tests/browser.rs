@@ -38,6 +38,16 @@ async fn tracker() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Saves what the browser shows as `target/tmp/screenshots/NAME.png`, for the admin manual
+/// (`scripts/screenshots` copies them into `docs/manual/img/`).
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "the browser returned a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
 /// Waits until the element at `locator` reads `want`. Reads that fail (the element is not
 /// there yet, or went stale because the page was replaced) are retried until the deadline.
 async fn wait_for_text(c: &fantoccini::Client, locator: Locator<'_>, want: &str) {
@@ -108,6 +118,7 @@ async fn review_in_a_real_browser() {
     let c = &browser.client;
     c.goto(&format!("{base}/quarantine")).await.unwrap();
     // No session: the login page.
+    screenshot(c, "login").await;
     c.find(Locator::Id("login-user"))
         .await
         .unwrap()
@@ -128,6 +139,7 @@ async fn review_in_a_real_browser() {
         .unwrap();
     let count = c.wait().for_element(Locator::Id("count")).await.unwrap();
     assert_eq!(count.text().await.unwrap(), "3 shown of 3 matching");
+    screenshot(c, "quarantine-list").await;
 
     // Filter by subject words.
     c.find(Locator::Id("filter-subject"))
@@ -154,6 +166,7 @@ async fn review_in_a_real_browser() {
         .await
         .unwrap();
     let symbols = c.wait().for_element(Locator::Id("symbols")).await.unwrap();
+    screenshot(c, "message").await;
     assert!(symbols.text().await.unwrap().contains("KALA_MISSING_DATE"));
     c.find(Locator::Id("release"))
         .await
@@ -283,6 +296,8 @@ async fn rules_pages_in_a_real_browser() {
     c.wait().for_element(Locator::Id("count")).await.unwrap();
 
     c.goto(&format!("{base}/rules")).await.unwrap();
+    c.wait().for_element(Locator::Id("count")).await.unwrap();
+    screenshot(c, "rules").await;
     c.wait()
         .for_element(Locator::LinkText("KALA_T_PRIZE"))
         .await
@@ -291,6 +306,7 @@ async fn rules_pages_in_a_real_browser() {
         .await
         .unwrap();
     c.wait().for_element(Locator::Id("hits")).await.unwrap();
+    screenshot(c, "rule").await;
     let bars = c.find_all(Locator::Css("#hits rect")).await.unwrap();
     assert_eq!(bars.len(), 30, "a bar per day");
     let total = c.find(Locator::Id("total")).await.unwrap();
@@ -342,6 +358,22 @@ async fn rules_pages_in_a_real_browser() {
             .unwrap()
             .contains("KALA_T_NEW")
     );
+
+    // Message tracking finds the prize message, relayed, with Exchange's reply.
+    c.goto(&format!("{base}/track?since=1h")).await.unwrap();
+    let found = c
+        .wait()
+        .for_element(Locator::Id("track-count"))
+        .await
+        .unwrap();
+    assert_eq!(found.text().await.unwrap(), "Messages found: 1");
+    let table = c.find(Locator::Id("track")).await.unwrap();
+    let table = table.text().await.unwrap();
+    assert!(
+        table.contains("ana@sender.example") && table.contains("accept"),
+        "{table}"
+    );
+    screenshot(c, "track").await;
 
     browser.client.clone().close().await.unwrap();
 }

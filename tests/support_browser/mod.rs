@@ -60,6 +60,8 @@ impl Browser {
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
                     "--lang=en",
+                    // Big enough for the admin manual's screenshots to show whole pages.
+                    "--window-size=1280,1000",
                     format!("--user-data-dir={}", profile.path().display()),
                 ]
             }),

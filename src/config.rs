@@ -331,6 +331,7 @@ struct RawPolicy {
 struct RawLog {
     format: Option<LogFormat>,
     level: Option<String>,
+    message_details: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +708,9 @@ pub struct ScanSettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Subject and Message-ID in each message's log line. Off by default: logs travel
+    /// further than the quarantine does. Bodies and full headers are never logged.
+    pub message_details: bool,
 }
 
 impl Settings {
@@ -1287,6 +1291,7 @@ impl Settings {
             policy,
             rules,
             log: LogSettings {
+                message_details: raw.log.message_details.unwrap_or(false),
                 format: raw.log.format.unwrap_or(LogFormat::Text),
                 level,
             },
@@ -1624,6 +1629,16 @@ mod tests {
         let s = Settings::parse(include_str!("../docker/kala.toml"), "docker/kala.toml")
             .expect("parses");
         assert_eq!(s.downstream.address, "sink:25");
+        assert_eq!(s.state.redis.as_deref(), Some("redis://redis:6379"));
+        assert_eq!(s.rules.dirs, [PathBuf::from("/usr/share/kala/rules")]);
+    }
+
+    #[test]
+    fn packaged_config_parses() {
+        let s = Settings::parse(include_str!("../debian/kala.toml"), "debian/kala.toml")
+            .expect("parses");
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/kala"));
+        assert!(!s.log.message_details, "privacy by default");
     }
 
     #[test]

@@ -194,8 +194,9 @@ fn serve_without_config_runs_on_embedded_defaults_and_stops_on_sigterm() {
     served.wait_for_line("stopped");
 }
 
-#[tokio::test]
-async fn serve_logs_one_json_line_per_message() {
+/// Runs `kala serve` with `log` added to its `[log]` section, sends one message, and returns
+/// the message's JSON log line.
+async fn message_log_line(log: &str) -> serde_json::Value {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -207,7 +208,7 @@ async fn serve_logs_one_json_line_per_message() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[downstream]\naddress = \"{}\"\n[log]\nformat = \"json\"\n[antivirus]\nenabled = false\n",
+            "data_dir = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n[downstream]\naddress = \"{}\"\n[log]\nformat = \"json\"\n{log}\n[antivirus]\nenabled = false\n",
             dir.path().join("var").display().to_string(),
             sink.addr
         ),
@@ -243,8 +244,13 @@ async fn serve_logs_one_json_line_per_message() {
     })
     .await
     .unwrap();
-    let entry: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_message() {
+    let entry = message_log_line("").await;
+    let line = entry.to_string();
     for field in [
         "queue_id",
         "client_ip",
@@ -265,6 +271,22 @@ async fn serve_logs_one_json_line_per_message() {
     assert_eq!(entry["recipients"], "it@prokuroria.example");
     assert_eq!(entry["action"], "accept");
     assert!(entry["reply"].as_str().unwrap().starts_with("250 2.6.0"));
+    // Privacy by default: no subject, no Message-ID, no body text in the log.
+    assert!(
+        entry.get("subject").is_none() && !line.contains("logged"),
+        "{line}"
+    );
+    assert!(!line.contains("hi"), "{line}");
+
+    // An admin who wants them turns them on.
+    let entry = message_log_line("message_details = true").await;
+    assert_eq!(entry["subject"], "logged");
+    assert!(
+        entry["message_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("@sender.example>")
+    );
 }
 
 #[test]

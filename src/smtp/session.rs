@@ -528,6 +528,7 @@ impl Session {
                 Outcome::Refused(reason),
                 &reply,
                 tx.started,
+                None,
             );
             track(
                 &self.shared,
@@ -658,12 +659,14 @@ impl Session {
                 "Message could not be checked now, try again later",
             ),
         };
+        let headline = Headline::of(&message);
         log_message(
             &tx.envelope,
             spool.len(),
             Outcome::Decided(&verdict),
             &reply,
             tx.started,
+            settings.log.message_details.then_some(&headline),
         );
         // What the sender saw decides: a hold that failed was a tempfail.
         let outcome = match reply.code {
@@ -675,7 +678,7 @@ impl Session {
             &self.shared,
             &tx.envelope,
             spool.len(),
-            Some(&Headline::of(&message)),
+            Some(&headline),
             Some(&verdict),
             outcome,
             &reply,
@@ -1034,6 +1037,7 @@ fn log_message(
     outcome: Outcome<'_>,
     reply: &Reply,
     started: Instant,
+    details: Option<&Headline>,
 ) {
     let (score, symbols, action, reason) = match outcome {
         Outcome::Decided(v) => (v.score, v.symbol_list(), v.action.to_string(), "scanned"),
@@ -1058,6 +1062,8 @@ fn log_message(
         reason,
         reply = %reply,
         ms = started.elapsed().as_millis() as u64,
+        subject = details.map(|h| h.subject.as_str()),
+        message_id = details.map(|h| h.message_id.as_str()),
         "message"
     );
 }

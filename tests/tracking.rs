@@ -1,5 +1,5 @@
 //! Message tracking: every message's path (relayed with Exchange's reply, held with its
-//! quarantine id, refused before scanning) found by sender, recipient, Message-ID, client
+//! quarantine id, refused before scanning, a recipient Exchange refused) found by sender, recipient, Message-ID, client
 //! address and time, from `kala track` and from the tracking page.
 
 mod support;
@@ -61,12 +61,19 @@ async fn every_message_can_be_found_with_what_happened_to_it() {
         )
         .await;
     assert!(reply.starts_with("554"), "{reply}");
+    // Refused before DATA: Exchange does not know the recipient.
+    let mut client = kala.client().await;
+    client.cmd("EHLO client.example.org").await;
+    client.cmd("MAIL FROM:<carol@sender.example>").await;
+    let reply = client.cmd("RCPT TO:<unknown@prokuroria.example>").await;
+    assert!(reply.starts_with("550"), "{reply}");
+    client.cmd("QUIT").await;
 
     // The records are written just after each reply.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let all = loop {
         let out = kala_track(&kala, &["--json"]);
-        if out.lines().count() == 3 {
+        if out.lines().count() == 4 {
             break out;
         }
         assert!(std::time::Instant::now() < deadline, "not tracked: {out}");
@@ -95,6 +102,13 @@ async fn every_message_can_be_found_with_what_happened_to_it() {
     let eve = by_sender("eve@sender.example");
     assert_eq!(eve["action"], "reject");
     assert!(eve["reply"].as_str().unwrap().starts_with("554"), "{eve}");
+    let carol = by_sender("carol@sender.example");
+    assert_eq!(carol["action"], "reject");
+    assert_eq!(carol["recipients"][0], "unknown@prokuroria.example");
+    assert!(
+        carol["reply"].as_str().unwrap().contains("User unknown"),
+        "{carol}"
+    );
 
     // Narrowed searches, as the helpdesk types them.
     let out = kala_track(&kala, &["--recipient", "ARTA@"]);
@@ -106,7 +120,7 @@ async fn every_message_can_be_found_with_what_happened_to_it() {
     let out = kala_track(&kala, &["--message-id", "held-1@sender.example"]);
     assert!(out.ends_with("1 message(s)\n"), "{out}");
     let out = kala_track(&kala, &["--since", "1h", "--client-ip", "127.0.0.1"]);
-    assert!(out.ends_with("3 message(s)\n"), "{out}");
+    assert!(out.ends_with("4 message(s)\n"), "{out}");
     let out = kala_track(&kala, &["--until", "2000-01-01"]);
     assert!(out.ends_with("0 message(s)\n"), "{out}");
 

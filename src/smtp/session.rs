@@ -108,7 +108,9 @@ impl Session {
             .run_phase(Phase::Connect, &envelope, None)
             .await;
         if let Some(refusal) = outcome.refusal {
-            self.reply(refusal_reply(&refusal));
+            let reply = refusal_reply(&refusal);
+            track_refused(&self.shared, &envelope, None, &reply);
+            self.reply(reply);
             return Err(Closed);
         }
         self.connection_symbols = outcome.symbols;
@@ -320,7 +322,9 @@ impl Session {
             .run_phase(Phase::Mail, &envelope, None)
             .await;
         if let Some(refusal) = outcome.refusal {
-            self.reply(refusal_reply(&refusal));
+            let reply = refusal_reply(&refusal);
+            track_refused(&self.shared, &envelope, None, &reply);
+            self.reply(reply);
             return Ok(());
         }
 
@@ -396,7 +400,9 @@ impl Session {
             .run_phase(Phase::Rcpt, &candidate, None)
             .await;
         if let Some(refusal) = outcome.refusal {
-            self.reply(refusal_reply(&refusal));
+            let reply = refusal_reply(&refusal);
+            track_refused(&self.shared, &candidate, Some(&to.address), &reply);
+            self.reply(reply);
             return Ok(());
         }
         let tx = self.tx.as_mut().expect("checked above");
@@ -439,13 +445,19 @@ impl Session {
                 if reply.is_positive() {
                     tx.envelope.recipients.push(to.address);
                     tx.symbols.extend(outcome.symbols);
+                } else {
+                    // Exchange refused the recipient (unknown, full, ...): the helpdesk's
+                    // most common "where is my mail" answer.
+                    track_refused(&self.shared, &candidate, Some(&to.address), &reply);
                 }
                 self.reply(reply);
             }
             Err(error) => {
                 tracing::warn!(%error, "downstream failed at RCPT");
                 tx.downstream = None;
-                self.reply(downstream_unavailable());
+                let reply = downstream_unavailable();
+                track_refused(&self.shared, &candidate, Some(&to.address), &reply);
+                self.reply(reply);
             }
         }
         Ok(())
@@ -1109,6 +1121,31 @@ fn track(
             tracing::warn!(error = %e, queue_id = %tracked.queue_id, "message not tracked");
         }
     });
+}
+
+/// Tracks a refusal before DATA (at connect, MAIL or RCPT): no message, but the sender
+/// was told something the helpdesk must be able to find. Each refusal gets its own id.
+fn track_refused(
+    shared: &super::Shared,
+    envelope: &Envelope,
+    recipient: Option<&str>,
+    reply: &Reply,
+) {
+    let mut refused = envelope.clone();
+    refused.queue_id = new_queue_id();
+    refused.recipients = recipient.map(|r| vec![r.to_string()]).unwrap_or_default();
+    if refused.received_at == 0 {
+        refused.received_at = unix_now();
+    }
+    track(
+        shared,
+        &refused,
+        0,
+        None,
+        None,
+        refused_action(reply),
+        reply,
+    );
 }
 
 /// A refusal before scanning is a reject (5xx) or a tempfail (4xx).

@@ -4,29 +4,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Kala, Sink};
+use support::{Kala, Sink, kala_cli};
 
 const MESSAGES: usize = 1000;
 const SENDERS: usize = 4;
-
-fn kala_cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_taken_under_load_restores_with_nothing_lost() {
@@ -88,7 +72,7 @@ async fn a_backup_taken_under_load_restores_with_nothing_lost() {
     let (ok, out) = {
         let (archive, config) = (archive.clone(), config.clone());
         tokio::task::spawn_blocking(move || {
-            kala_cli(&["backup", archive.to_str().unwrap()], &config)
+            kala_cli(&config, &["backup", archive.to_str().unwrap()])
         })
         .await
         .unwrap()
@@ -132,11 +116,11 @@ async fn a_backup_taken_under_load_restores_with_nothing_lost() {
         ),
     )
     .unwrap();
-    let (ok, out) = kala_cli(&["restore", damaged.to_str().unwrap()], &restore_config);
+    let (ok, out) = kala_cli(&restore_config, &["restore", damaged.to_str().unwrap()]);
     assert!(!ok && out.contains("damaged"), "{out}");
 
     // The genuine archive, into a fresh data directory.
-    let (ok, out) = kala_cli(&["restore", archive.to_str().unwrap()], &restore_config);
+    let (ok, out) = kala_cli(&restore_config, &["restore", archive.to_str().unwrap()]);
     assert!(ok, "{out}");
     let data = fresh.path().join("data");
     let restored = kala::store::Store::open(&kala::store::Store::sqlite_url(&data))
@@ -182,6 +166,6 @@ async fn a_backup_taken_under_load_restores_with_nothing_lost() {
     assert!(out.contains("restored"), "{out}");
 
     // Restoring over a store that exists is refused.
-    let (ok, out) = kala_cli(&["restore", archive.to_str().unwrap()], &restore_config);
+    let (ok, out) = kala_cli(&restore_config, &["restore", archive.to_str().unwrap()]);
     assert!(!ok && out.contains("fresh data directory"), "{out}");
 }

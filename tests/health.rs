@@ -8,30 +8,7 @@ mod support;
 use std::process::Command;
 
 use support::http::Browser;
-use support::{Kala, Sink};
-
-fn kala_status(kala: &Kala) -> (bool, String) {
-    let config = kala.data_dir.path().join("status.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n",
-            kala.data_dir.path().display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use support::{Kala, Sink, kala_cli};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_while_everything_answers_and_not_when_the_downstream_is_down() {
@@ -53,7 +30,7 @@ async fn ready_while_everything_answers_and_not_when_the_downstream_is_down() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["downstream", "antivirus", "store", "rules"]);
-    let (ok, out) = kala_status(&kala);
+    let (ok, out) = kala_cli(&kala.cli_config(), &["status"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("ok   downstream") && out.ends_with("ready\n"),
@@ -71,7 +48,7 @@ async fn ready_while_everything_answers_and_not_when_the_downstream_is_down() {
     assert!(detail.contains("cannot connect"), "{detail}");
     assert!(!detail.contains(&sink.addr.to_string()), "{detail}");
     assert_eq!(body["probes"][2]["ok"], true, "the store still answers");
-    let (ok, out) = kala_status(&kala);
+    let (ok, out) = kala_cli(&kala.cli_config(), &["status"]);
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL downstream"), "{out}");
     assert!(out.contains("not ready"), "{out}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kala::control::{self, Request};
-use support::{Kala, Sink};
+use support::{Kala, Sink, kala_cli};
 
 const MAGIC: &[u8] = b"From: Ana <ana@sender.example>\r\nTo: it@prokuroria.example\r\nSubject: report\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m@sender.example>\r\n\r\nThe magic words are here.\r\n";
 
@@ -320,21 +320,6 @@ async fn a_file_change_or_sighup_reloads_and_rollback_restores_the_files() {
         "{versions:?}"
     );
     assert_eq!(versions[0].hash, versions[2].hash, "{versions:?}");
-}
-
-fn kala_cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// `kala rules keygen` then `kala rules sign SOURCE`: the public key line for the config,

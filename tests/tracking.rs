@@ -4,33 +4,17 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::http::Browser;
-use support::{Kala, Sink};
+use support::{Kala, Sink, kala_cli};
 
 const PASSWORD: &str = "correct horse battery";
 
 fn kala_track(kala: &Kala, args: &[&str]) -> String {
-    let config = kala.data_dir.path().join("track.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n",
-            kala.data_dir.path().display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kala"))
-        .arg("track")
-        .args(args)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out) = kala_cli(&kala.cli_config(), &[&["track"], args].concat());
+    assert!(ok, "{out}");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

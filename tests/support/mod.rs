@@ -15,6 +15,23 @@ use tokio::net::{TcpListener, TcpStream};
 use kala::config::Settings;
 use kala::smtp::RunningServer;
 
+/// Runs the `kala` binary with `args` and `--config CONFIG`, as an admin at a shell would:
+/// whether it succeeded, and what it printed (standard output, then standard error).
+pub fn kala_cli(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kala"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Generous bound on any single wait, so a broken test fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -292,6 +309,18 @@ impl Kala {
             data_dir,
             store_url,
         }
+    }
+
+    /// A config file naming this gateway's data directory (so its store and control socket),
+    /// for running the command line beside it.
+    pub fn cli_config(&self) -> std::path::PathBuf {
+        let config = self.data_dir.path().join("cli.toml");
+        let text = format!(
+            "data_dir = {:?}\n",
+            self.data_dir.path().display().to_string()
+        );
+        std::fs::write(&config, text).unwrap();
+        config
     }
 
     /// Starts the review UI on a free loopback port; returns its address.

@@ -12,7 +12,7 @@
 //! the text is far cheaper than a DFA over hundreds of patterns.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
@@ -44,6 +44,8 @@ pub struct Prefilter {
     sets: Vec<(RegexSet, Vec<usize>)>,
     /// Rules with no linear superset to prefilter on: candidates on every text.
     always: Vec<usize>,
+    /// Rules of the automaton that need more than one of their literals on a line.
+    times: HashMap<usize, u32>,
 }
 
 /// A rule that may match, and the lines it may match on (`None`: any of them).
@@ -73,7 +75,10 @@ impl Prefilter {
                 continue;
             };
             if let Some(needed) = literals_of(&hir) {
-                for literal in needed {
+                if needed.times > 1 {
+                    prefilter.times.insert(rule, needed.times);
+                }
+                for literal in needed.set {
                     by_literal.entry(literal).or_default().push(rule);
                 }
             } else {
@@ -157,9 +162,16 @@ impl Prefilter {
                         .map(|&r| (r, line)),
                 );
             }
+            // Sorted, equal pairs sit together: their number is how many literals the line has.
             found_on.sort_unstable();
-            found_on.dedup();
-            for (rule, line) in found_on {
+            let mut enough = Vec::with_capacity(found_on.len());
+            for run in found_on.chunk_by(|a, b| a == b) {
+                let (rule, line) = run[0];
+                if run.len() as u32 >= self.times.get(&rule).copied().unwrap_or(1) {
+                    enough.push((rule, line));
+                }
+            }
+            for (rule, line) in enough {
                 match candidates.last_mut() {
                     Some(Candidate {
                         rule: last,
@@ -309,14 +321,14 @@ const MAX_LITERALS: usize = 20_000;
 /// ignoring ASCII case, with `K` and `ſ` (which Unicode case folding puts with `k` and `s`)
 /// read as their ASCII letters: [`fold_for_literals`] maps the text the same way. `None` when
 /// the pattern needs no literal of at least [`MIN_LITERAL`] bytes.
-pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+pub fn required_literals(pattern: &str) -> Option<Needed> {
     literals_of(&parse(pattern)?)
 }
 
-fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let set = required(hir)?;
-    let shortest = set.iter().map(Vec::len).min()?;
-    (shortest >= MIN_LITERAL && set.len() <= MAX_LITERALS).then_some(set)
+fn literals_of(hir: &Hir) -> Option<Needed> {
+    let needed = required(hir)?;
+    let shortest = needed.set.iter().map(Vec::len).min()?;
+    (shortest >= MIN_LITERAL && needed.set.len() <= MAX_LITERALS).then_some(needed)
 }
 
 /// `text` as [`required_literals`] compares it: unchanged unless it holds the two non-ASCII
@@ -329,24 +341,58 @@ pub fn fold_for_literals(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Some(set): every match contains one of the set (possibly an empty literal, which
+/// What every match of a pattern contains: `times` occurrences of literals from `set`
+/// (counted at distinct positions; overlapping ones may both count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Needed {
+    pub set: Vec<Vec<u8>>,
+    pub times: u32,
+}
+
+impl Needed {
+    fn once(set: Vec<Vec<u8>>) -> Needed {
+        Needed { set, times: 1 }
+    }
+}
+
+/// Some: every match holds what it says (possibly an empty literal, which
 /// [`required_literals`] then rejects as too short). None: no literal is needed.
-fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+///
+/// The count matters for repeated groups: SpamAssassin's `(?:<FF_ALL>...){5}` needs five
+/// form-field words on one line, and lines with fewer are not worth its large regex.
+fn required(hir: &Hir) -> Option<Needed> {
     if let Some(exact) = exact(hir) {
-        return Some(vec![exact]);
+        return Some(Needed::once(vec![exact]));
     }
     match hir.kind() {
         HirKind::Capture(cap) => required(&cap.sub),
-        HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub),
-        HirKind::Alternation(subs) => union_of(subs, required),
+        HirKind::Repetition(rep) if rep.min >= 1 => required(&rep.sub).map(|n| Needed {
+            times: n.times.saturating_mul(rep.min).min(MAX_TIMES),
+            set: n.set,
+        }),
+        HirKind::Alternation(subs) => {
+            let mut union: Vec<Vec<u8>> = Vec::new();
+            let mut times = MAX_TIMES;
+            for sub in subs {
+                let needed = required(sub)?;
+                union.extend(needed.set);
+                times = times.min(needed.times);
+                if union.len() > MAX_LITERALS {
+                    return None;
+                }
+            }
+            union.sort();
+            union.dedup();
+            Some(Needed { set: union, times })
+        }
         HirKind::Concat(subs) => {
             // Runs of pieces with few spellings (`mai?l`: `mail`, `mal`) become one set of
             // literals; any other piece may offer its own set. The best candidate is the one
             // whose shortest literal is longest.
-            let mut best: Option<Vec<Vec<u8>>> = None;
-            let mut consider = |set: Vec<Vec<u8>>| {
-                if quality(&set) > best.as_ref().map_or((0, 0), |b| quality(b)) {
-                    best = Some(set);
+            let mut best: Option<Needed> = None;
+            let mut consider = |needed: Needed| {
+                if quality(&needed) > best.as_ref().map_or((0, 0, 0), quality) {
+                    best = Some(needed);
                 }
             };
             let mut run: Vec<Vec<u8>> = vec![Vec::new()];
@@ -364,7 +410,7 @@ fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
                     && let Some(piece) = exact(&rep.sub)
                     && !piece.is_empty()
                 {
-                    consider(cross(&run, &[piece.repeat(rep.min as usize)]));
+                    consider(Needed::once(cross(&run, &[piece.repeat(rep.min as usize)])));
                     run = vec![piece];
                     continue;
                 }
@@ -373,19 +419,22 @@ fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
                 if let Some(starts) = leading(sub)
                     && run.len() * starts.len() <= MAX_LITERALS
                 {
-                    consider(cross(&run, &starts));
+                    consider(Needed::once(cross(&run, &starts)));
                 }
-                consider(std::mem::replace(&mut run, vec![Vec::new()]));
-                if let Some(set) = required(sub) {
-                    consider(set);
+                consider(Needed::once(std::mem::replace(&mut run, vec![Vec::new()])));
+                if let Some(needed) = required(sub) {
+                    consider(needed);
                 }
             }
-            consider(run);
+            consider(Needed::once(run));
             best
         }
         _ => None,
     }
 }
+
+/// Counting past this buys nothing.
+const MAX_TIMES: u32 = 1_000;
 
 /// A run of pieces spelled at most this many ways is kept as one set of literals.
 const MAX_SPELLINGS: usize = 64;
@@ -482,10 +531,10 @@ fn union_of(subs: &[Hir], set_of: fn(&Hir) -> Option<Vec<Vec<u8>>>) -> Option<Ve
     Some(union)
 }
 
-/// Shortest literal first, then fewer literals.
-fn quality(set: &[Vec<u8>]) -> (usize, usize) {
-    let shortest = set.iter().map(Vec::len).min().unwrap_or(0);
-    (shortest, usize::MAX - set.len())
+/// Shortest literal first, then fewer literals, then more of them needed.
+fn quality(needed: &Needed) -> (usize, usize, u32) {
+    let shortest = needed.set.iter().map(Vec::len).min().unwrap_or(0);
+    (shortest, usize::MAX - needed.set.len(), needed.times)
 }
 
 /// The one string `hir` matches (ASCII case ignored), if it matches exactly one. Zero-width
@@ -588,8 +637,10 @@ mod tests {
     }
 
     fn literals(pattern: &str) -> Option<Vec<String>> {
-        required_literals(pattern).map(|set| {
-            set.into_iter()
+        required_literals(pattern).map(|needed| {
+            needed
+                .set
+                .into_iter()
                 .map(|l| String::from_utf8(l).unwrap().to_lowercase())
                 .collect()
         })
@@ -644,6 +695,28 @@ mod tests {
                 "nomes".into()
             ])
         );
+    }
+
+    #[test]
+    fn repeated_groups_need_their_literal_as_often() {
+        let times = |p: &str| required_literals(p).map(|n| n.times);
+        assert_eq!(times(r"(?i)(?:(?:name|phone)[:\s]+\w+\s*){3}"), Some(3));
+        assert_eq!(
+            times(r"(?:x(?:name|phone)y?){2}(?:z(?:name|phone)){3}"),
+            Some(3)
+        );
+        assert_eq!(times(r"(?:name|(?:phone){2})"), Some(1));
+        assert_eq!(times(r"(?:name\d){0,5}"), None);
+        // A line with two form-field words is no candidate for a rule that needs three.
+        let rules = [(0, Some(r"(?i)(?:(?:name|phone|address)\W+){3}"))];
+        let prefilter = Prefilter::build("test", &[rules[0], (1, Some("zzzq")), (2, Some("qqqz"))]);
+        let lines = ["Name: Ann, Phone: 555", "name phone address", "nothing"];
+        let found: Vec<(usize, Option<Vec<u32>>)> = prefilter
+            .candidates(&lines)
+            .into_iter()
+            .map(|c| (c.rule, c.lines))
+            .collect();
+        assert_eq!(found, vec![(0, Some(vec![1]))]);
     }
 
     #[test]

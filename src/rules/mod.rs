@@ -17,7 +17,7 @@ pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use regex::{Regex, RegexBuilder};
 
@@ -51,7 +51,7 @@ enum Matcher {
     Regex(Regex),
     /// The pattern, and a linear-time superset of it (lookaround and backreferences relaxed)
     /// that must match first: most texts are ruled out without backtracking.
-    Fancy(Box<Backtracking>, Option<Regex>),
+    Fancy(Box<Backtracking>, Option<Gate>),
     Exists(String),
     Meta(Expr),
     /// Not run; the reason is shown by `kala rules check`.
@@ -66,6 +66,51 @@ enum Matcher {
 enum Backtracking {
     Pcre(pcre2::bytes::Regex),
     Fancy(fancy_regex::Regex),
+}
+
+/// A linear-time superset of a backtracking rule, run first where it pays.
+///
+/// Most gates rule out nearly every text (a lookahead rule needs its words first). Some pass
+/// nearly every one: the backreference rules over all headers need only a From and a To line
+/// to pass, and then the gate's scan of the whole header block is spent for nothing (it cost
+/// more than the backtracking match itself). So each gate counts how often it lets text
+/// through, and one that passed more than a tenth of its first texts is no longer run (on
+/// SpamAssassin's rules a gate that rules out less than that costs more than it saves). Hits
+/// do not change either way: the gate only decides whether the backtracking engine looks.
+struct Gate {
+    regex: Regex,
+    tried: AtomicU32,
+    passed: AtomicU32,
+}
+
+/// Texts a gate is judged on.
+const GATE_TRIAL: u32 = 200;
+
+impl Gate {
+    fn new(regex: Regex) -> Gate {
+        Gate {
+            regex,
+            tried: AtomicU32::new(0),
+            passed: AtomicU32::new(0),
+        }
+    }
+
+    /// False when `text` cannot match the rule. True when it may, or when this gate has shown
+    /// it rules out too little to be worth running.
+    fn may_match(&self, text: &str) -> bool {
+        let tried = self.tried.load(Ordering::Relaxed);
+        if tried >= GATE_TRIAL && self.passed.load(Ordering::Relaxed) * 10 > tried {
+            return true;
+        }
+        let passes = self.regex.is_match(text);
+        if tried < GATE_TRIAL {
+            self.tried.fetch_add(1, Ordering::Relaxed);
+            if passes {
+                self.passed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        passes
+    }
 }
 
 /// What a header rule reads and how it counts.
@@ -433,7 +478,7 @@ impl RuleSet {
                 Matcher::Regex(re) => Some(re.as_str()),
                 // Its pattern without lookaround and backreferences matches a superset: that
                 // goes into the prefilter, so the backtracking engine runs only on candidates.
-                Matcher::Fancy(_, relaxed) => relaxed.as_ref().map(Regex::as_str),
+                Matcher::Fancy(_, gate) => gate.as_ref().map(|g| g.regex.as_str()),
                 Matcher::Exists(_) => {
                     self.exists.push(index);
                     continue;
@@ -760,13 +805,13 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
         .jit_if_available(true)
         .build(&pcre_pattern)
     {
-        return Matcher::Fancy(Box::new(Backtracking::Pcre(re)), relaxed());
+        return Matcher::Fancy(Box::new(Backtracking::Pcre(re)), relaxed().map(Gate::new));
     }
     match fancy_regex::RegexBuilder::new(&translated.pattern)
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
     {
-        Ok(re) => Matcher::Fancy(Box::new(Backtracking::Fancy(re)), relaxed()),
+        Ok(re) => Matcher::Fancy(Box::new(Backtracking::Fancy(re)), relaxed().map(Gate::new)),
         Err(e) => Matcher::Unsupported(format!("pattern: /{}/: {e}", pattern.source)),
     }
 }
@@ -778,7 +823,7 @@ fn find(matcher: &Matcher, text: &str) -> Option<String> {
             .is_match(text)
             .then(|| re.find(text).map(|m| excerpt(m.as_str())))
             .flatten(),
-        Matcher::Fancy(_, Some(relaxed)) if !relaxed.is_match(text) => None,
+        Matcher::Fancy(_, Some(gate)) if !gate.may_match(text) => None,
         Matcher::Fancy(re, _) => {
             let found = match re.as_ref() {
                 Backtracking::Pcre(re) => re
@@ -817,7 +862,7 @@ fn count_matches(matcher: &Matcher, text: &str, limit: u32) -> (u32, Option<Stri
                 .take(limit)
                 .map(|m| m.as_str().as_bytes()),
         ),
-        Matcher::Fancy(_, Some(gate)) if !gate.is_match(text) => (0, None),
+        Matcher::Fancy(_, Some(gate)) if !gate.may_match(text) => (0, None),
         Matcher::Fancy(re, _) => {
             let counted = match re.as_ref() {
                 Backtracking::Pcre(re) => re

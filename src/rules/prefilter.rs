@@ -23,10 +23,13 @@ use regex_syntax::hir::{
 use super::REGEX_SIZE_LIMIT;
 
 /// Patterns per prefilter set. The rules left for sets are the ones without a literal to
-/// anchor on (fuzzy spellings, big Unicode classes): a few of them together already make the
-/// lazy DFA thrash. Measured on SpamAssassin's body rules over the training corpus: sets of
-/// 4 scan 10x faster than sets of 32, and a little faster than one regex per rule.
-const PREFILTER_CHUNK: usize = 4;
+/// anchor on (fuzzy spellings, big Unicode classes). Each set scans the whole text, so fewer
+/// sets scan fewer bytes; but a set's lazy DFA has more states to build the more patterns it
+/// holds. Measured on SpamAssassin's 107 body set patterns over the training bodies, warmed
+/// on one half and timed on the other: 101 µs per message in sets of 4, 50 in sets of 8, 28
+/// in sets of 16, 76 in sets of 32 (its cache thrashed). Whole scans moved from 1.34 to 1.25
+/// ms per message from 4 to 16. (Before the widening above, sets of 4 had been the best.)
+const PREFILTER_CHUNK: usize = 16;
 /// A text read by this few rules gets no prefilter: running them costs about what the
 /// prefilter would.
 const FEW_RULES: usize = 2;

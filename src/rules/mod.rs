@@ -128,6 +128,9 @@ struct HeaderTest {
 struct Rule {
     name: String,
     view: Option<View>,
+    /// The fewest bytes any match of its pattern spans: a shorter line cannot match, and the
+    /// body's lines are short (18 bytes on average over the training corpus).
+    min_len: usize,
     matcher: Matcher,
     header: Option<HeaderTest>,
     score: f64,
@@ -368,9 +371,16 @@ impl RuleSet {
                     message: format!("rule {}: {}", def.name, why),
                 });
             }
+            let min_len = match &matcher {
+                Matcher::Regex(re) => prefilter::minimum_len(re.as_str()),
+                // The gate matches a superset, so it needs no more text than the rule does.
+                Matcher::Fancy(_, Some(gate)) => prefilter::minimum_len(gate.regex.as_str()),
+                _ => 0,
+            };
             set.rules.push(Rule {
                 name: def.name.clone(),
                 view,
+                min_len,
                 matcher,
                 header,
                 score,
@@ -584,14 +594,17 @@ impl RuleSet {
                 } else {
                     match candidates.get(slot[index] as usize) {
                         None => None,
-                        Some(Candidate { lines: None, .. }) => {
-                            lines.iter().find_map(|l| find(&rule.matcher, l))
-                        }
+                        Some(Candidate { lines: None, .. }) => lines
+                            .iter()
+                            .filter(|l| l.len() >= rule.min_len)
+                            .find_map(|l| find(&rule.matcher, l)),
                         Some(Candidate {
                             lines: Some(on), ..
                         }) => on
                             .iter()
-                            .find_map(|&l| find(&rule.matcher, lines[l as usize])),
+                            .map(|&l| lines[l as usize])
+                            .filter(|l| l.len() >= rule.min_len)
+                            .find_map(|l| find(&rule.matcher, l)),
                     }
                 };
                 match (found, test.negate) {
@@ -623,6 +636,9 @@ impl RuleSet {
                 for line in on {
                     if count >= limit {
                         break;
+                    }
+                    if line.len() < rule.min_len {
+                        continue;
                     }
                     if rule.tflags.multiple {
                         // Every match counts, several in one line too (up to `maxhits`).

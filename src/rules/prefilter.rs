@@ -227,6 +227,13 @@ pub fn without_unicode_boundaries(pattern: &str) -> Option<String> {
     Some(rebuild(parse(pattern)?, false).to_string())
 }
 
+/// The fewest bytes a match of `pattern` (Rust regex syntax) spans; 0 when unknown.
+pub fn minimum_len(pattern: &str) -> usize {
+    parse(pattern)
+        .and_then(|hir| hir.properties().minimum_len())
+        .unwrap_or(0)
+}
+
 fn parse(pattern: &str) -> Option<Hir> {
     regex_syntax::ParserBuilder::new()
         .build()
@@ -720,6 +727,15 @@ mod tests {
             .map(|c| (c.rule, c.lines))
             .collect();
         assert_eq!(found, vec![(0, Some(vec![1]))]);
+    }
+
+    #[test]
+    fn minimum_length_in_bytes() {
+        assert_eq!(minimum_len(r"(?:[a-z]{8,}[\s.]+){6}"), 54);
+        assert_eq!(minimum_len(r"^(?:ab|c)d?$"), 1);
+        assert_eq!(minimum_len(r"ë"), 2);
+        assert_eq!(minimum_len(r"x*"), 0);
+        assert_eq!(minimum_len(r"(unclosed"), 0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use self::parse::{
     Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, TestCase, Tflags, View,
 };
 use self::perl::{Engine, PerlPattern};
-use self::prefilter::{Candidate, Prefilter};
+use self::prefilter::Prefilter;
 use self::snapshot::Snapshot;
 use self::views::Views;
 use crate::envelope::Envelope;
@@ -592,20 +592,12 @@ impl RuleSet {
                 let found = if lines.is_empty() {
                     test.unset_match.clone()
                 } else {
-                    match candidates.get(slot[index] as usize) {
-                        None => None,
-                        Some(Candidate { lines: None, .. }) => lines
-                            .iter()
+                    candidates.get(slot[index] as usize).and_then(|candidate| {
+                        candidate
+                            .on(&lines)
                             .filter(|l| l.len() >= rule.min_len)
-                            .find_map(|l| find(&rule.matcher, l)),
-                        Some(Candidate {
-                            lines: Some(on), ..
-                        }) => on
-                            .iter()
-                            .map(|&l| lines[l as usize])
-                            .filter(|l| l.len() >= rule.min_len)
-                            .find_map(|l| find(&rule.matcher, l)),
-                    }
+                            .find_map(|l| find(&rule.matcher, l))
+                    })
                 };
                 match (found, test.negate) {
                     (Some(m), false) => {
@@ -628,12 +620,8 @@ impl RuleSet {
                 } else {
                     1
                 };
-                let on: Vec<&str> = match &candidate.lines {
-                    Some(on) => on.iter().map(|&l| lines[l as usize]).collect(),
-                    None => lines.clone(),
-                };
                 let mut count = 0u32;
-                for line in on {
+                for line in candidate.on(&lines) {
                     if count >= limit {
                         break;
                     }

@@ -12,7 +12,7 @@
 //! the text is far cheaper than a DFA over hundreds of patterns.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
@@ -41,20 +41,32 @@ const SET_CACHE: usize = 8 << 20;
 /// literal, small `RegexSet`s of widened patterns for the others.
 #[derive(Default)]
 pub struct Prefilter {
-    /// The automaton, and each of its patterns' rules.
-    literals: Option<(AhoCorasick, Vec<Vec<usize>>)>,
+    /// The automaton, and each of its patterns' owners.
+    literals: Option<(AhoCorasick, Vec<Vec<Owner>>)>,
     /// Each set with the rule of each of its patterns.
     sets: Vec<(RegexSet, Vec<usize>)>,
     /// Rules with no linear superset to prefilter on: candidates on every text.
     always: Vec<usize>,
-    /// Rules of the automaton that need more than one of their literals on a line.
-    times: HashMap<usize, u32>,
 }
+
+/// A rule needing a literal, and how many of its literals a line must hold.
+type Owner = (usize, u32);
 
 /// A rule that may match, and the lines it may match on (`None`: any of them).
 pub struct Candidate {
     pub rule: usize,
     pub lines: Option<Vec<u32>>,
+}
+
+impl Candidate {
+    /// Those of `lines` (the text the candidates were chosen on) this rule may match on.
+    pub fn on<'c, 't>(&'c self, lines: &'c [&'t str]) -> impl Iterator<Item = &'t str> + 'c {
+        let (all, some) = match &self.lines {
+            None => (Some(lines.iter().copied()), None),
+            Some(on) => (None, Some(on.iter().map(|&l| lines[l as usize]))),
+        };
+        all.into_iter().flatten().chain(some.into_iter().flatten())
+    }
 }
 
 impl Prefilter {
@@ -66,7 +78,7 @@ impl Prefilter {
             prefilter.always = rules.iter().map(|(rule, _)| *rule).collect();
             return prefilter;
         }
-        let mut by_literal: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+        let mut by_literal: BTreeMap<Vec<u8>, Vec<Owner>> = BTreeMap::new();
         let mut widened: Vec<(usize, String)> = Vec::new();
         for &(rule, pattern) in rules {
             let Some(pattern) = pattern else {
@@ -78,11 +90,11 @@ impl Prefilter {
                 continue;
             };
             if let Some(needed) = literals_of(&hir) {
-                if needed.times > 1 {
-                    prefilter.times.insert(rule, needed.times);
-                }
                 for literal in needed.set {
-                    by_literal.entry(literal).or_default().push(rule);
+                    by_literal
+                        .entry(literal)
+                        .or_default()
+                        .push((rule, needed.times));
                 }
             } else {
                 let widened_pattern = widen_hir(hir).to_string();
@@ -96,7 +108,7 @@ impl Prefilter {
             }
         }
         if !by_literal.is_empty() {
-            let (needles, owners): (Vec<Vec<u8>>, Vec<Vec<usize>>) = by_literal.into_iter().unzip();
+            let (needles, owners): (Vec<Vec<u8>>, Vec<Vec<Owner>>) = by_literal.into_iter().unzip();
             match AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
@@ -105,7 +117,9 @@ impl Prefilter {
                 Ok(automaton) => prefilter.literals = Some((automaton, owners)),
                 Err(e) => {
                     tracing::warn!(what, error = %e, "literal prefilter did not build; its rules run on every text");
-                    prefilter.always.extend(owners.into_iter().flatten());
+                    prefilter
+                        .always
+                        .extend(owners.into_iter().flatten().map(|(rule, _)| rule));
                     prefilter.always.sort_unstable();
                     prefilter.always.dedup();
                 }
@@ -154,27 +168,25 @@ impl Prefilter {
                     Some(*offset)
                 }))
                 .collect();
-            // (rule, line) for each literal found; sorted, they group by rule in line order.
-            let mut found_on: Vec<(usize, u32)> = Vec::new();
+            // (rule, line, literals needed) for each literal found; sorted, they group by rule
+            // in line order.
+            let mut found_on: Vec<(usize, u32, u32)> = Vec::new();
             for found in automaton.find_overlapping_iter(folded.as_ref()) {
                 // A rule's match lies within one line, so its literal starts on that line.
                 let line = (starts.partition_point(|&s| s <= found.start()) - 1) as u32;
                 found_on.extend(
                     owners[found.pattern().as_usize()]
                         .iter()
-                        .map(|&r| (r, line)),
+                        .map(|&(rule, times)| (rule, line, times)),
                 );
             }
-            // Sorted, equal pairs sit together: their number is how many literals the line has.
+            // Equal entries sit together: their number is how many literals the line has.
             found_on.sort_unstable();
-            let mut enough = Vec::with_capacity(found_on.len());
             for run in found_on.chunk_by(|a, b| a == b) {
-                let (rule, line) = run[0];
-                if run.len() as u32 >= self.times.get(&rule).copied().unwrap_or(1) {
-                    enough.push((rule, line));
+                let (rule, line, times) = run[0];
+                if (run.len() as u32) < times {
+                    continue;
                 }
-            }
-            for (rule, line) in enough {
                 match candidates.last_mut() {
                     Some(Candidate {
                         rule: last,
@@ -381,19 +393,15 @@ fn required(hir: &Hir) -> Option<Needed> {
             set: n.set,
         }),
         HirKind::Alternation(subs) => {
-            let mut union: Vec<Vec<u8>> = Vec::new();
+            // Each branch needs its own count; the alternation, the fewest of them.
             let mut times = MAX_TIMES;
-            for sub in subs {
-                let needed = required(sub)?;
-                union.extend(needed.set);
-                times = times.min(needed.times);
-                if union.len() > MAX_LITERALS {
-                    return None;
-                }
-            }
-            union.sort();
-            union.dedup();
-            Some(Needed { set: union, times })
+            let set = union_of(subs.iter().map(|sub| {
+                required(sub).map(|needed| {
+                    times = times.min(needed.times);
+                    needed.set
+                })
+            }))?;
+            Some(Needed { set, times })
         }
         HirKind::Concat(subs) => {
             // Runs of pieces with few spellings (`mai?l`: `mail`, `mal`) become one set of
@@ -508,7 +516,7 @@ fn leading(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
         HirKind::Capture(cap) => leading(&cap.sub),
         HirKind::Repetition(rep) if rep.min >= 1 => leading(&rep.sub),
-        HirKind::Alternation(subs) => union_of(subs, leading),
+        HirKind::Alternation(subs) => union_of(subs.iter().map(leading)),
         HirKind::Concat(subs) => {
             let mut prefix: Vec<u8> = Vec::new();
             for sub in subs {
@@ -528,10 +536,10 @@ fn leading(hir: &Hir) -> Option<Vec<Vec<u8>>> {
 
 /// Every branch's set, merged: what an alternation of them needs. `None` when a branch has no
 /// set or the union grows past [`MAX_LITERALS`].
-fn union_of(subs: &[Hir], set_of: fn(&Hir) -> Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+fn union_of(sets: impl IntoIterator<Item = Option<Vec<Vec<u8>>>>) -> Option<Vec<Vec<u8>>> {
     let mut union: Vec<Vec<u8>> = Vec::new();
-    for sub in subs {
-        union.extend(set_of(sub)?);
+    for set in sets {
+        union.extend(set?);
         if union.len() > MAX_LITERALS {
             return None;
         }

@@ -350,6 +350,12 @@ fn check(dirs: Vec<PathBuf>, config: Option<&Path>, all_warnings: bool) -> anyho
             100.0 * supported as f64 / eligible as f64
         );
     }
+    let unread = set.unread_subrules();
+    if unread > 0 {
+        println!(
+            "Sub-rules (`__`) skipped at scan time because no enabled rule reads them: {unread}"
+        );
+    }
     if !set.ignored.is_empty() {
         let ignored: Vec<String> = set
             .ignored

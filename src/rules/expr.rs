@@ -213,51 +213,57 @@ impl Parser<'_> {
 impl Expr {
     /// Evaluates with `value(index)` giving each name's value.
     pub fn eval(&self, value: &dyn Fn(usize) -> f64) -> f64 {
-        let truth = |b: bool| if b { 1.0 } else { 0.0 };
+        self.eval_lazy(value, &|_| None)
+    }
+
+    /// Evaluates like [`Expr::eval`], asking `value` for as few names as it can: names
+    /// whose value is `known` already (cheaply) settle `A && B` without asking for the other
+    /// side. The result is the same as `eval`'s.
+    pub fn eval_lazy(
+        &self,
+        value: &dyn Fn(usize) -> f64,
+        known: &dyn Fn(usize) -> Option<f64>,
+    ) -> f64 {
         match self {
             Expr::Number(n) => *n,
             Expr::Name(i) => value(*i),
-            Expr::Not(e) => truth(e.eval(value) == 0.0),
-            Expr::Neg(e) => -e.eval(value),
+            Expr::Not(e) => truth(e.eval_lazy(value, known) == 0.0),
+            Expr::Neg(e) => -e.eval_lazy(value, known),
             Expr::Binary(op, a, b) => {
-                let a = a.eval(value);
-                // Perl's && and || return the deciding operand and short-circuit.
-                match op {
-                    Op::Or => {
-                        if a != 0.0 {
-                            return a;
-                        }
-                        return b.eval(value);
-                    }
-                    Op::And => {
-                        if a == 0.0 {
-                            return a;
-                        }
-                        return b.eval(value);
-                    }
-                    _ => {}
+                // Perl's && and || return the deciding operand and short-circuit. When the
+                // right side of && is known to be 0, so is the whole (whatever the left is).
+                if *op == Op::And && b.known(known) == Some(0.0) {
+                    return 0.0;
                 }
-                let b = b.eval(value);
+                let a = a.eval_lazy(value, known);
                 match op {
-                    Op::Eq => truth(a == b),
-                    Op::Ne => truth(a != b),
-                    Op::Lt => truth(a < b),
-                    Op::Le => truth(a <= b),
-                    Op::Gt => truth(a > b),
-                    Op::Ge => truth(a >= b),
-                    Op::Add => a + b,
-                    Op::Sub => a - b,
-                    Op::Mul => a * b,
-                    Op::Div => {
-                        if b == 0.0 {
-                            0.0
-                        } else {
-                            a / b
-                        }
-                    }
-                    Op::Or | Op::And => unreachable!(),
+                    Op::Or if a != 0.0 => a,
+                    Op::And if a == 0.0 => a,
+                    Op::Or | Op::And => b.eval_lazy(value, known),
+                    _ => apply(*op, a, b.eval_lazy(value, known)),
                 }
             }
+        }
+    }
+
+    /// The value, if the names whose values are `known` settle it.
+    pub fn known(&self, known: &dyn Fn(usize) -> Option<f64>) -> Option<f64> {
+        match self {
+            Expr::Number(n) => Some(*n),
+            Expr::Name(i) => known(*i),
+            Expr::Not(e) => e.known(known).map(|v| truth(v == 0.0)),
+            Expr::Neg(e) => e.known(known).map(|v| -v),
+            Expr::Binary(Op::And, a, b) => match a.known(known) {
+                Some(a) if a == 0.0 => Some(a),
+                Some(_) => b.known(known),
+                None => b.known(known).filter(|b| *b == 0.0),
+            },
+            Expr::Binary(Op::Or, a, b) => match a.known(known) {
+                Some(a) if a != 0.0 => Some(a),
+                Some(_) => b.known(known),
+                None => None,
+            },
+            Expr::Binary(op, a, b) => Some(apply(*op, a.known(known)?, b.known(known)?)),
         }
     }
 
@@ -270,6 +276,42 @@ impl Expr {
             Expr::Binary(_, a, b) => {
                 a.names(out);
                 b.names(out);
+            }
+        }
+    }
+}
+
+fn truth(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// An operator other than `&&` and `||` (which short-circuit) on its two values.
+fn apply(op: Op, a: f64, b: f64) -> f64 {
+    match op {
+        Op::Eq => truth(a == b),
+        Op::Ne => truth(a != b),
+        Op::Lt => truth(a < b),
+        Op::Le => truth(a <= b),
+        Op::Gt => truth(a > b),
+        Op::Ge => truth(a >= b),
+        Op::Add => a + b,
+        Op::Sub => a - b,
+        Op::Mul => a * b,
+        Op::Div if b == 0.0 => 0.0,
+        Op::Div => a / b,
+        // Perl's value of a decided `&&`/`||`: the deciding operand.
+        Op::Or => {
+            if a != 0.0 {
+                a
+            } else {
+                b
+            }
+        }
+        Op::And => {
+            if a == 0.0 {
+                a
+            } else {
+                b
             }
         }
     }
@@ -301,6 +343,49 @@ mod tests {
         assert_eq!(eval("!(A || B)", &v), 0.0);
         assert_eq!(eval("C / 2 == 1.5", &v), 1.0);
         assert_eq!(eval("-A + 2", &v), 1.0);
+    }
+
+    #[test]
+    fn lazy_evaluation_skips_what_a_known_zero_settles() {
+        let names = ["A", "B", "C"];
+        let expr = |text: &str| {
+            parse(text, &mut |name| {
+                names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| ExprError(format!("unknown {name}")))
+            })
+            .unwrap()
+        };
+        // B is known to be 0 and C to be 2; A's value is not known and asking costs a scan.
+        let known = |i: usize| [None, Some(0.0), Some(2.0)][i];
+        let asked = std::cell::RefCell::new(Vec::new());
+        let value = |i: usize| {
+            asked.borrow_mut().push(names[i]);
+            [1.0, 0.0, 2.0][i]
+        };
+        assert_eq!(expr("A && B").eval_lazy(&value, &known), 0.0);
+        assert_eq!(expr("A && !(C && B) && B").eval_lazy(&value, &known), 0.0);
+        assert!(
+            asked.borrow().is_empty(),
+            "A was asked for: {:?}",
+            asked.borrow()
+        );
+        // The same values as eager evaluation everywhere else.
+        for text in [
+            "A && C",
+            "A || B",
+            "B || A",
+            "A + C > 2",
+            "!A && C",
+            "(A && C) + B",
+        ] {
+            let eager = expr(text).eval(&value);
+            assert_eq!(expr(text).eval_lazy(&value, &known), eager, "{text}");
+        }
+        assert_eq!(expr("C && (B || C)").known(&known), Some(2.0));
+        assert_eq!(expr("A || C").known(&known), None);
+        assert_eq!(expr("A && (B + C < 1)").known(&known), Some(0.0));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //!
 //! The patterns reading one text (a view, a header) sit behind one [`prefilter::Prefilter`]: a
 //! literal automaton and a few small `RegexSet`s, so each text is scanned about once; only
-//! the candidate rules then run their own match (per line, as SpamAssassin does). Metas are
-//! evaluated last, in dependency order.
+//! the candidate rules then run their own match (per line, as SpamAssassin does). Metas run
+//! after the reported patterns, and `__` sub-rules only when a meta needs them ([`scan`]).
 
 pub mod expr;
 pub mod parse;
 pub mod perl;
 pub mod prefilter;
+mod scan;
 pub mod snapshot;
 pub mod test_cases;
 pub mod views;
@@ -140,18 +141,30 @@ struct Rule {
     silent: bool,
     /// Scored 0: never runs and counts as not hit, also inside metas (as in SpamAssassin).
     disabled: bool,
+    /// Some reported rule depends on it (it is one, or a meta reaching it needs it). A `__`
+    /// sub-rule no enabled meta reads can change no result, so it is not run: about a
+    /// fifth of SpamAssassin's sub-rules feed only zero-scored or unsupported metas.
+    needed: bool,
+    /// Index into [`RuleSet::texts`]: the text a pattern rule reads.
+    text: Option<usize>,
     file: PathBuf,
     line: usize,
     /// The defining line as written.
     source: String,
 }
 
-/// The header rules reading one header (with one modifier).
-struct HeaderGroup {
-    /// Index into [`RuleSet::header_keys`].
-    key: usize,
-    rules: Vec<usize>,
+/// One text pattern rules read (a view's lines, a header's values), with the prefilter of
+/// the rules reading it.
+struct Text {
+    source: TextSource,
     prefilter: Prefilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TextSource {
+    View(View),
+    /// Index into [`RuleSet::header_keys`].
+    Header(usize),
 }
 
 /// What `kala rules check` reports per rule type.
@@ -169,16 +182,14 @@ pub struct TypeStats {
 pub struct RuleSet {
     rules: Vec<Rule>,
     by_name: HashMap<String, usize>,
-    /// The rules of each body-like view (every view but headers).
-    views: Vec<(View, Prefilter)>,
+    /// Each text some needed rule reads, with its prefilter: views first, then headers.
+    texts: Vec<Text>,
     /// Each header (and modifier) some rule reads, once: a message's value of it is built
     /// once per scan, however many rules read it.
     header_keys: Vec<(HeaderSource, HeaderPart)>,
-    header_groups: Vec<HeaderGroup>,
-    /// `exists:` rules.
-    exists: Vec<usize>,
-    /// Metas in dependency order.
-    metas: Vec<usize>,
+    /// The reported rules that run, patterns (by text) before metas: a scan runs these, and
+    /// the sub-rules their metas ask for.
+    reported: Vec<usize>,
     pub stats: BTreeMap<&'static str, TypeStats>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
@@ -189,9 +200,6 @@ pub struct RuleSet {
     pub tests: Vec<TestCase>,
     /// The files this set was built from.
     pub snapshot: std::sync::Arc<Snapshot>,
-    /// Shadow rules (`tflags NAME shadow`) that are not metas: their hits are hidden from
-    /// metas.
-    shadows: Vec<usize>,
 }
 
 /// What the rules pages show about one rule.
@@ -291,11 +299,9 @@ impl RuleSet {
         let mut set = RuleSet {
             rules: Vec::with_capacity(defs.len()),
             by_name: HashMap::with_capacity(defs.len()),
-            views: Vec::new(),
+            texts: Vec::new(),
             header_keys: Vec::new(),
-            header_groups: Vec::new(),
-            exists: Vec::new(),
-            metas: Vec::new(),
+            reported: Vec::new(),
             stats: BTreeMap::new(),
             errors,
             warnings,
@@ -304,7 +310,6 @@ impl RuleSet {
             required_score,
             tests,
             snapshot: std::sync::Arc::new(read),
-            shadows: Vec::new(),
         };
         let names: Vec<String> = defs.keys().cloned().collect();
         for (index, name) in names.iter().enumerate() {
@@ -388,15 +393,15 @@ impl RuleSet {
                 tflags: flags,
                 silent,
                 disabled,
+                needed: false,
+                text: None,
                 file: def.file,
                 line: def.line,
                 source: def.source,
             });
         }
-        set.shadows = (0..set.rules.len())
-            .filter(|&i| set.rules[i].tflags.shadow && set.rules[i].view.is_some())
-            .collect();
         set.compile_metas(meta_sources);
+        set.mark_needed();
         set.build_prefilters();
         set.count_stats();
         set
@@ -478,20 +483,39 @@ impl RuleSet {
             }
             None => return,
         };
-        if matches!(matcher, Matcher::Meta(_)) && !self.rules[index].disabled {
-            self.metas.push(index);
-        }
         self.rules[index].matcher = matcher;
         state.insert(index, 2);
     }
 
+    /// Marks the reported rules that run, and every rule their metas read, as needed.
+    fn mark_needed(&mut self) {
+        let mut stack: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| {
+                let rule = &self.rules[i];
+                !rule.silent && !rule.disabled && !matches!(rule.matcher, Matcher::Unsupported(_))
+            })
+            .collect();
+        while let Some(index) = stack.pop() {
+            let rule = &mut self.rules[index];
+            if rule.needed || rule.disabled {
+                continue;
+            }
+            rule.needed = true;
+            if let Matcher::Meta(expr) = &rule.matcher {
+                let mut deps = Vec::new();
+                expr.names(&mut deps);
+                stack.extend(deps);
+            }
+        }
+    }
+
     fn build_prefilters(&mut self) {
-        // Each rule with the linear pattern that stands for it in a prefilter.
-        let mut by_view: BTreeMap<View, Vec<(usize, Option<&str>)>> = BTreeMap::new();
-        let mut by_key: BTreeMap<usize, Vec<(usize, Option<&str>)>> = BTreeMap::new();
+        // Each text with its rules and the linear pattern standing for each in its prefilter.
+        let mut by_text: BTreeMap<TextSource, Vec<(usize, Option<&str>)>> = BTreeMap::new();
+        let mut texts_of = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let Some(view) = rule.view else { continue };
-            if rule.disabled {
+            if !rule.needed {
                 continue;
             }
             let linear = match &rule.matcher {
@@ -499,31 +523,41 @@ impl RuleSet {
                 // Its pattern without lookaround and backreferences matches a superset: that
                 // goes into the prefilter, so the backtracking engine runs only on candidates.
                 Matcher::Fancy(_, gate) => gate.as_ref().map(|g| g.regex.as_str()),
-                Matcher::Exists(_) => {
-                    self.exists.push(index);
-                    continue;
-                }
-                Matcher::Meta(_) | Matcher::Unsupported(_) => continue,
+                Matcher::Exists(_) | Matcher::Meta(_) | Matcher::Unsupported(_) => continue,
             };
-            match &rule.header {
-                Some(test) => by_key.entry(test.key).or_default().push((index, linear)),
-                None => by_view.entry(view).or_default().push((index, linear)),
-            }
+            let source = match &rule.header {
+                Some(test) => TextSource::Header(test.key),
+                None => TextSource::View(view),
+            };
+            by_text.entry(source).or_default().push((index, linear));
+            texts_of.push((index, source));
         }
-        let views = by_view
+        let sources: Vec<TextSource> = by_text.keys().copied().collect();
+        let texts = by_text
             .into_iter()
-            .map(|(view, rules)| (view, Prefilter::build(view.name(), &rules)))
-            .collect();
-        let header_groups = by_key
-            .into_iter()
-            .map(|(key, rules)| HeaderGroup {
-                key,
-                rules: rules.iter().map(|(i, _)| *i).collect(),
-                prefilter: Prefilter::build("header", &rules),
+            .map(|(source, rules)| {
+                let what = match source {
+                    TextSource::View(view) => view.name(),
+                    TextSource::Header(_) => "header",
+                };
+                Text {
+                    source,
+                    prefilter: Prefilter::build(what, &rules),
+                }
             })
             .collect();
-        self.views = views;
-        self.header_groups = header_groups;
+        for (index, source) in texts_of {
+            self.rules[index].text = sources.binary_search(&source).ok();
+        }
+        self.texts = texts;
+        // Reported patterns first, text by text, then exists tests and metas: by the time a
+        // meta runs, most of what it reads is known, and `A && B` with B known to be 0 never
+        // asks for A.
+        let mut reported: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].needed && !self.rules[i].silent)
+            .collect();
+        reported.sort_by_key(|&i| (self.rules[i].text.is_none(), self.rules[i].text));
+        self.reported = reported;
     }
 
     fn count_stats(&mut self) {
@@ -559,116 +593,15 @@ impl RuleSet {
     /// reported (not `__` sub-rules, not zero-scored ones), highest score first.
     pub fn evaluate(&self, message: &Message, envelope: &Envelope) -> Vec<Hit> {
         let views = Views::new(message, envelope);
-        let mut counts = vec![0u32; self.rules.len()];
-        let mut matched: Vec<Option<String>> = vec![None; self.rules.len()];
-
-        for &index in &self.exists {
-            if let Matcher::Exists(name) = &self.rules[index].matcher {
-                counts[index] = u32::from(views.has_header(name));
-            }
-        }
-        // Each rule's place in its header's candidate list (a rule reads one header only).
-        let mut slot = vec![u32::MAX; self.rules.len()];
-        for group in &self.header_groups {
-            let (source, part) = &self.header_keys[group.key];
-            // A MIME header has one value per part, each tested on its own (anchors mean the
-            // start of that value); others have one value, or none.
-            let values: Vec<String> = match source {
-                HeaderSource::Mime(name) => views.mime_header(name, *part),
-                _ => views.header(source, *part).into_iter().collect(),
-            };
-            let lines: Vec<&str> = values.iter().map(String::as_str).collect();
-            let candidates = if lines.is_empty() {
-                Vec::new()
-            } else {
-                group.prefilter.candidates(&lines)
-            };
-            for (i, candidate) in candidates.iter().enumerate() {
-                slot[candidate.rule] = i as u32;
-            }
-            for &index in &group.rules {
-                let rule = &self.rules[index];
-                let Some(test) = &rule.header else { continue };
-                let found = if lines.is_empty() {
-                    test.unset_match.clone()
-                } else {
-                    candidates.get(slot[index] as usize).and_then(|candidate| {
-                        candidate
-                            .on(&lines)
-                            .filter(|l| l.len() >= rule.min_len)
-                            .find_map(|l| find(&rule.matcher, l))
-                    })
-                };
-                match (found, test.negate) {
-                    (Some(m), false) => {
-                        counts[index] = 1;
-                        matched[index] = Some(m);
-                    }
-                    (None, true) => counts[index] = 1,
-                    _ => {}
-                }
-            }
-        }
-
-        for (view, prefilter) in &self.views {
-            let lines = views.lines(*view);
-            for candidate in prefilter.candidates(&lines) {
-                let index = candidate.rule;
-                let rule = &self.rules[index];
-                let limit = if rule.tflags.multiple {
-                    rule.tflags.maxhits.unwrap_or(u32::MAX)
-                } else {
-                    1
-                };
-                let mut count = 0u32;
-                for line in candidate.on(&lines) {
-                    if count >= limit {
-                        break;
-                    }
-                    if line.len() < rule.min_len {
-                        continue;
-                    }
-                    if rule.tflags.multiple {
-                        // Every match counts, several in one line too (up to `maxhits`).
-                        let (found, first) = count_matches(&rule.matcher, line, limit - count);
-                        if matched[index].is_none() {
-                            matched[index] = first;
-                        }
-                        count += found;
-                        continue;
-                    }
-                    if let Some(m) = find(&rule.matcher, line) {
-                        if matched[index].is_none() {
-                            matched[index] = Some(m);
-                        }
-                        count += 1;
-                    }
-                }
-                counts[index] = count;
-            }
-        }
-
-        // Shadow rules count for nothing, metas included; their hits come back afterwards.
-        let shadowed: Vec<(usize, u32)> = self
-            .shadows
+        let scan = scan::Scan::new(self, &views);
+        let mut hits: Vec<Hit> = self
+            .reported
             .iter()
-            .map(|&i| (i, std::mem::take(&mut counts[i])))
-            .collect();
-        for &index in &self.metas {
-            if let Matcher::Meta(expr) = &self.rules[index].matcher {
-                let value = expr.eval(&|i| f64::from(counts[i]));
-                counts[index] = u32::from(value != 0.0);
-            }
-        }
-        for (index, count) in shadowed {
-            counts[index] = count;
-        }
-
-        let mut hits: Vec<Hit> = counts
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| **c > 0 && !self.rules[*i].silent)
-            .map(|(i, &count)| {
+            .filter_map(|&i| {
+                let count = scan.count(i);
+                if count == 0 {
+                    return None;
+                }
                 let rule = &self.rules[i];
                 let score = if rule.tflags.multiple {
                     rule.score * f64::from(count)
@@ -676,14 +609,14 @@ impl RuleSet {
                     rule.score
                 };
                 let shadow = rule.tflags.shadow.then_some(score);
-                Hit {
+                Some(Hit {
                     name: rule.name.clone(),
                     score: if shadow.is_some() { 0.0 } else { score },
                     count,
                     description: rule.descriptions.get("").cloned().unwrap_or_default(),
-                    matched: matched[i].take(),
+                    matched: scan.matched(i),
                     shadow,
-                }
+                })
             })
             .collect();
         hits.sort_by(|a, b| {
@@ -710,6 +643,14 @@ impl RuleSet {
             }
         }
         (supported, eligible)
+    }
+
+    /// Supported `__` sub-rules that no enabled rule reads: compiled but never run.
+    pub fn unread_subrules(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| r.silent && !r.needed && !matches!(r.matcher, Matcher::Unsupported(_)))
+            .count()
     }
 
     /// Every reported rule (not `__` sub-rules), for the rules pages, in name order.
@@ -991,6 +932,29 @@ mod tests {
                 "TOCC"
             ]
         );
+    }
+
+    #[test]
+    fn sub_rules_run_only_when_a_reported_rule_needs_them() {
+        let rules = "body __READ /password/\nbody __UNREAD /password/\nmeta __UNREAD_META __UNREAD\nmeta OFF __UNREAD_META\nscore OFF 0\nheader __NO_CC Cc !~ /./\nmeta ON __READ && __NO_CC\nbody __LOOK /verify(?= your)/i\nbody __ABSENT /zzqqzz/\nmeta NEVER __LOOK && __ABSENT\nmeta BOTH __LOOK && __READ\n";
+        let set = RuleSet::from_text(rules);
+        assert_eq!(set.unread_subrules(), 2, "__UNREAD and __UNREAD_META");
+        let mut got = hits(rules, MAIL);
+        got.sort();
+        assert_eq!(got, ["BOTH", "ON"]);
+        // `__LOOK` runs on the backtracking engine behind a gate, which counts its texts: it
+        // ran for BOTH, and not for NEVER, whose `__ABSENT` had no candidate line.
+        let message = Message::parse(MAIL, MAIL.len());
+        let envelope = Envelope::offline("", vec![]);
+        let tried = |set: &RuleSet| match &set.rules[set.by_name["__LOOK"]].matcher {
+            Matcher::Fancy(_, Some(gate)) => gate.tried.load(Ordering::Relaxed),
+            _ => panic!("__LOOK should run on the backtracking engine with a gate"),
+        };
+        let only_never = RuleSet::from_text(&rules.replace("meta BOTH", "meta __BOTH"));
+        only_never.evaluate(&message, &envelope);
+        assert_eq!(tried(&only_never), 0, "nothing needed __LOOK");
+        set.evaluate(&message, &envelope);
+        assert!(tried(&set) > 0, "BOTH needed __LOOK");
     }
 
     #[test]

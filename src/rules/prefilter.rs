@@ -11,7 +11,7 @@
 //! rules sit behind one Aho-Corasick automaton instead of a set of regexes: a literal scan of
 //! the text is far cheaper than a DFA over hundreds of patterns.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -60,10 +60,10 @@ pub struct Candidate {
 
 impl Candidate {
     /// Those of `lines` (the text the candidates were chosen on) this rule may match on.
-    pub fn on<'c, 't>(&'c self, lines: &'c [&'t str]) -> impl Iterator<Item = &'t str> + 'c {
+    pub fn on<'c, S: Borrow<str>>(&'c self, lines: &'c [S]) -> impl Iterator<Item = &'c str> + 'c {
         let (all, some) = match &self.lines {
-            None => (Some(lines.iter().copied()), None),
-            Some(on) => (None, Some(on.iter().map(|&l| lines[l as usize]))),
+            None => (Some(lines.iter().map(Borrow::borrow)), None),
+            Some(on) => (None, Some(on.iter().map(|&l| lines[l as usize].borrow()))),
         };
         all.into_iter().flatten().chain(some.into_iter().flatten())
     }
@@ -144,14 +144,14 @@ impl Prefilter {
     }
 
     /// The rules that may match one of `lines` (each rule once).
-    pub fn candidates(&self, lines: &[&str]) -> Vec<Candidate> {
+    pub fn candidates<S: Borrow<str>>(&self, lines: &[S]) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = self
             .always
             .iter()
             .map(|&rule| Candidate { rule, lines: None })
             .collect();
         let joined: Cow<'_, str> = match lines {
-            [one] => Cow::Borrowed(one),
+            [one] => Cow::Borrowed(one.borrow()),
             _ => Cow::Owned(lines.join("\n")),
         };
         if let Some((automaton, owners)) = &self.literals {
@@ -164,7 +164,7 @@ impl Prefilter {
             };
             let starts: Vec<usize> = std::iter::once(0)
                 .chain(lines.iter().scan(0, |offset, line| {
-                    *offset += folded_len(line) + 1;
+                    *offset += folded_len(line.borrow()) + 1;
                     Some(*offset)
                 }))
                 .collect();

@@ -6,7 +6,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderName, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
 /// Nested message/rfc822 parts deeper than this are not walked (a zip-bomb of envelopes).
@@ -141,14 +141,27 @@ impl Message {
     }
 }
 
+/// mail-parser reading only what Kala takes from it: the MIME headers (to decode the parts)
+/// and the Subject. Every header's value is decoded by [`header_field`] anyway, so parsing
+/// addresses, dates and Received lines into structures was work thrown away (a tenth of
+/// the parse time over the training corpus).
+fn parser() -> &'static MessageParser {
+    static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .header_text(HeaderName::Subject)
+    });
+    &PARSER
+}
+
 fn parse_unguarded(raw: &[u8]) -> Option<Message> {
-    let parsed = MessageParser::default().parse(raw)?;
+    let parsed = parser().parse(raw)?;
     // mail-parser leaves the last part of a multipart that never closes undecoded (spam does
     // this: its base64 HTML reached the rules as base64). Closed for the parser, it decodes.
     if let Some(boundary) = unclosed_boundary(&parsed, raw) {
         let mut closed = raw.to_vec();
         closed.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        if let Some(parsed) = MessageParser::default().parse(&closed) {
+        if let Some(parsed) = parser().parse(&closed) {
             return Some(build_view(&parsed, &closed));
         }
     }
@@ -483,6 +496,19 @@ mod tests {
         let raw = b"Subject: one\r\n two\r\n\r\nbody\r\n";
         let m = Message::parse(raw, raw.len());
         assert_eq!(m.header("Subject"), Some("one two"));
+    }
+
+    #[test]
+    fn a_date_with_a_two_letter_zone_keeps_the_next_header() {
+        // mail-parser's date parser read past this line's end (bare LF) and swallowed `From:`
+        // (the training corpus has such mail; SpamAssassin sees the From).
+        let raw = b"Date: Sat, 14 Sep 2002 06:00:48 UT\nFrom: \"Classic\" <web@novels.example>\nSubject: s\n\nbody\n";
+        let message = Message::parse(raw, raw.len());
+        assert_eq!(message.header("Date"), Some("Sat, 14 Sep 2002 06:00:48 UT"));
+        assert_eq!(
+            message.header("From"),
+            Some("\"Classic\" <web@novels.example>")
+        );
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl RuleSet {
                     // A MIME header that no part has is never tested (as in SpamAssassin).
                     let unset_match = match source {
                         HeaderSource::Mime(_) => None,
-                        _ => find(&matcher, if_unset.as_deref().unwrap_or("")),
+                        _ => find(&matcher, if_unset.as_deref().unwrap_or(""), true),
                     };
                     header = Some(HeaderTest {
                         key: set.header_key(source, part),
@@ -775,9 +775,13 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
     }
 }
 
-fn find(matcher: &Matcher, text: &str) -> Option<String> {
+/// The text `matcher` matches in `text` (an excerpt), if it matches. Without `keep` the
+/// match is not located (empty excerpt): `__` sub-rules are never shown, and locating a
+/// match costs a second scan.
+fn find(matcher: &Matcher, text: &str, keep: bool) -> Option<String> {
     match matcher {
         // is_match first: cheaper than locating the match, and most lines do not match.
+        Matcher::Regex(re) if !keep => re.is_match(text).then(String::new),
         Matcher::Regex(re) => re
             .is_match(text)
             .then(|| re.find(text).map(|m| excerpt(m.as_str())))
@@ -843,7 +847,7 @@ fn count_matches(matcher: &Matcher, text: &str, limit: u32) -> (u32, Option<Stri
             })
         }
         _ => {
-            let found = find(matcher, text);
+            let found = find(matcher, text, true);
             (u32::from(found.is_some()), found)
         }
     }

@@ -15,6 +15,8 @@ use super::{Matcher, RuleSet, TextSource, count_matches, find};
 
 /// A rule that is not a candidate on its text.
 const NOT_CANDIDATE: u32 = u32::MAX;
+/// A count not found yet.
+const UNKNOWN: u32 = u32::MAX;
 
 pub(super) struct Scan<'s, 'v> {
     set: &'s RuleSet,
@@ -23,10 +25,10 @@ pub(super) struct Scan<'s, 'v> {
     texts: Vec<OnceCell<TextScan<'v>>>,
     /// Each rule's place in its text's candidates, once that text is built.
     slot: Vec<Cell<u32>>,
-    /// Each rule's hit count, once known.
-    counts: Vec<Cell<Option<u32>>>,
-    /// What each rule matched first, for explanations.
-    matched: RefCell<Vec<Option<String>>>,
+    /// Each rule's hit count, or [`UNKNOWN`].
+    counts: Vec<Cell<u32>>,
+    /// What reported rules matched first, for explanations (few rules hit: kept sparse).
+    matched: RefCell<Vec<(usize, String)>>,
 }
 
 /// A text's lines and the rules that may match them.
@@ -43,24 +45,33 @@ impl<'s, 'v> Scan<'s, 'v> {
             views,
             texts: (0..set.texts.len()).map(|_| OnceCell::new()).collect(),
             slot: vec![Cell::new(NOT_CANDIDATE); rules],
-            counts: vec![Cell::new(None); rules],
-            matched: RefCell::new(vec![None; rules]),
+            counts: vec![Cell::new(UNKNOWN); rules],
+            matched: RefCell::new(Vec::new()),
         }
     }
 
     /// How often rule `index` hit, running it (and what it reads) if not done yet.
     pub(super) fn count(&self, index: usize) -> u32 {
-        if let Some(count) = self.counts[index].get() {
+        let count = self.counts[index].get();
+        if count != UNKNOWN {
             return count;
         }
         let count = self.run(index);
-        self.counts[index].set(Some(count));
+        self.counts[index].set(count);
         count
     }
 
-    /// The text rule `index` matched first, if it hit.
+    /// The text reported rule `index` matched first, if it hit.
     pub(super) fn matched(&self, index: usize) -> Option<String> {
-        self.matched.borrow_mut()[index].take()
+        let mut matched = self.matched.borrow_mut();
+        let at = matched.iter().position(|(i, _)| *i == index)?;
+        Some(matched.swap_remove(at).1)
+    }
+
+    fn keep_match(&self, index: usize, text: String) {
+        if !self.set.rules[index].silent {
+            self.matched.borrow_mut().push((index, text));
+        }
     }
 
     fn run(&self, index: usize) -> u32 {
@@ -97,7 +108,8 @@ impl<'s, 'v> Scan<'s, 'v> {
         if self.is_shadow(index) {
             return Some(0);
         }
-        if let Some(count) = self.counts[index].get() {
+        let count = self.counts[index].get();
+        if count != UNKNOWN {
             return Some(count);
         }
         let rule = &self.set.rules[index];
@@ -105,9 +117,16 @@ impl<'s, 'v> Scan<'s, 'v> {
             return Some(0);
         }
         match &rule.matcher {
-            Matcher::Meta(expr) => expr
-                .known(&|i| self.known_for_metas(i).map(f64::from))
-                .map(|value| u32::from(value != 0.0)),
+            Matcher::Meta(expr) => {
+                let known = expr
+                    .known(&|i| self.known_for_metas(i).map(f64::from))
+                    .map(|value| u32::from(value != 0.0));
+                // Settled is settled: it is the meta's value, and other metas ask again.
+                if let Some(count) = known {
+                    self.counts[index].set(count);
+                }
+                known
+            }
             Matcher::Regex(_) | Matcher::Fancy(..) => {
                 // Building the text costs one prefilter pass, which most texts get anyway;
                 // it can save running this rule's sibling in an `&&`.
@@ -140,15 +159,16 @@ impl<'s, 'v> Scan<'s, 'v> {
                 .flat_map(|c| c.on(&text.lines))
                 .filter(|line| line.len() >= rule.min_len)
         };
+        let keep = !rule.silent;
         if let Some(test) = &rule.header {
             let found = if text.lines.is_empty() {
                 test.unset_match.clone()
             } else {
-                lines().find_map(|line| find(&rule.matcher, line))
+                lines().find_map(|line| find(&rule.matcher, line, keep))
             };
             return match (found, test.negate) {
                 (Some(m), false) => {
-                    self.matched.borrow_mut()[index] = Some(m);
+                    self.keep_match(index, m);
                     1
                 }
                 (None, true) => 1,
@@ -171,12 +191,14 @@ impl<'s, 'v> Scan<'s, 'v> {
                 let (found, matched) = count_matches(&rule.matcher, line, limit - count);
                 first = first.or(matched);
                 count += found;
-            } else if let Some(m) = find(&rule.matcher, line) {
+            } else if let Some(m) = find(&rule.matcher, line, keep) {
                 first = first.or(Some(m));
                 count += 1;
             }
         }
-        self.matched.borrow_mut()[index] = first;
+        if let Some(first) = first {
+            self.keep_match(index, first);
+        }
         count
     }
 

@@ -14,7 +14,7 @@
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
 use regex_syntax::hir::{
     Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look, Repetition,
@@ -30,6 +30,11 @@ use super::REGEX_SIZE_LIMIT;
 /// in sets of 16, 76 in sets of 32 (its cache thrashed). Whole scans moved from 1.34 to 1.25
 /// ms per message from 4 to 16. (Before the widening above, sets of 4 had been the best.)
 const PREFILTER_CHUNK: usize = 16;
+/// Literal automata with at most this many literals are built as a DFA. A DFA scans several
+/// times faster than the default NFA (6 against 20 µs per message over the training
+/// corpus's rawbody, whose 134 literals take 0.3 MiB as a DFA); the body's 2,300 literals
+/// take 11 MiB as a DFA, and in a full scan that was no faster.
+const DFA_LITERALS: usize = 1000;
 /// A text read by this few rules gets no prefilter: running them costs about what the
 /// prefilter would.
 const FEW_RULES: usize = 2;
@@ -112,6 +117,7 @@ impl Prefilter {
             match AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind((needles.len() <= DFA_LITERALS).then_some(AhoCorasickKind::DFA))
                 .build(&needles)
             {
                 Ok(automaton) => prefilter.literals = Some((automaton, owners)),
@@ -356,7 +362,8 @@ fn literals_of(hir: &Hir) -> Option<Needed> {
 /// `text` as [`required_literals`] compares it: unchanged unless it holds the two non-ASCII
 /// characters that case-fold to ASCII letters.
 pub fn fold_for_literals(text: &str) -> Cow<'_, str> {
-    if text.contains(['\u{212A}', '\u{17F}']) {
+    // Most texts are ASCII, which is checked far faster than searching for two characters.
+    if !text.is_ascii() && text.contains(['\u{212A}', '\u{17F}']) {
         text.replace('\u{212A}', "k").replace('\u{17F}', "s").into()
     } else {
         text.into()

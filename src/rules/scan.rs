@@ -76,7 +76,7 @@ impl<'s, 'v> Scan<'s, 'v> {
 
     fn run(&self, index: usize) -> u32 {
         let rule = &self.set.rules[index];
-        if rule.disabled || !rule.needed {
+        if !rule.needed {
             return 0;
         }
         match &rule.matcher {
@@ -115,7 +115,7 @@ impl<'s, 'v> Scan<'s, 'v> {
             return Some(count);
         }
         let rule = &self.set.rules[index];
-        if rule.disabled || !rule.needed {
+        if !rule.needed {
             return Some(0);
         }
         match &rule.matcher {

@@ -104,7 +104,7 @@ impl LineAnchored {
     fn find_from(&self, text: &str, from: usize) -> Option<(usize, usize)> {
         let first =
             (from == 0 || (self.multiline && text.as_bytes()[from - 1] == b'\n')).then_some(from);
-        let later = memchr::memchr_iter(b'\n', &text.as_bytes()[from.min(text.len())..])
+        let later = memchr::memchr_iter(b'\n', &text.as_bytes()[from..])
             .map(move |at| from + at + 1)
             .filter(|_| self.multiline);
         first

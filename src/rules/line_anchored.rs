@@ -62,9 +62,13 @@ impl LineAnchored {
             }
             None => ("", pattern),
         };
-        let group = body.strip_prefix("^(?>")?;
-        let close = closing_paren(group)?;
-        let (atomic, rest) = (&group[..close], &group[close + 1..]);
+        let group: Vec<char> = body.strip_prefix('^')?.chars().collect();
+        if !group.starts_with(&['(', '?', '>']) {
+            return None;
+        }
+        let end = super::perl::skip_group(&group, 0)?;
+        let atomic: String = group[3..end - 1].iter().collect();
+        let rest: String = group[end..].iter().collect();
         // A flag set inside the group (`(?i)` alone) would reach into the rest.
         if atomic.contains("(?") && atomic.replace("(?:", "").contains("(?") {
             return None;
@@ -133,53 +137,6 @@ fn build(pattern: &str) -> Option<Regex> {
         )
         .build(pattern)
         .ok()
-}
-
-/// Where the group whose text starts `pattern` closes: the index of its `)`. Escapes and
-/// character classes are skipped.
-fn closing_paren(pattern: &str) -> Option<usize> {
-    let bytes = pattern.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'[' => i = class_end(bytes, i)?,
-            b'(' => depth += 1,
-            b')' if depth == 0 => return Some(i),
-            b')' => depth -= 1,
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The index of the `]` closing the class opened at `open`.
-fn class_end(bytes: &[u8], open: usize) -> Option<usize> {
-    let mut i = open + 1;
-    if bytes.get(i) == Some(&b'^') {
-        i += 1;
-    }
-    // A `]` first in the class is a literal.
-    if bytes.get(i) == Some(&b']') {
-        i += 1;
-    }
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'[' if bytes.get(i + 1) == Some(&b':') => {
-                // A POSIX class inside: `[:alpha:]`.
-                let len = bytes[i..].windows(2).position(|w| w == b":]")?;
-                i += len + 1;
-            }
-            b'[' => i = class_end(bytes, i)?,
-            b']' => return Some(i),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 #[cfg(test)]

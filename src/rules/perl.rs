@@ -516,7 +516,7 @@ pub fn relax(pattern: &str) -> Option<String> {
 }
 
 /// The index just past the group that opens at `start` (escapes and classes respected).
-fn skip_group(chars: &[char], start: usize) -> Option<usize> {
+pub(super) fn skip_group(chars: &[char], start: usize) -> Option<usize> {
     let mut depth = 0;
     let mut i = start;
     let mut in_class = false;

@@ -2,8 +2,8 @@
 //!
 //! Words of the subject and of the text (HTML rendered), lower-cased with every Unicode
 //! letter kept (ë, ç, š, đ, č, ć, ž and Cyrillic stay themselves), each word and each pair of
-//! neighbouring words; a few headers' facts prefixed by their header; link hosts and their
-//! registrable domains; attachment types. A token is its text's xxh3 hash, so the model's
+//! neighbouring words; the words of the headers, prefixed by their header; a few headers'
+//! facts; link hosts and their registrable domains; attachment types. A token is its text's xxh3 hash, so the model's
 //! size does not depend on word lengths and a token never leaks the text it came from.
 
 use std::collections::HashSet;
@@ -65,6 +65,7 @@ pub fn tokens(message: &Message) -> Vec<u64> {
             }
             _ => {}
         }
+        header_words(&name, value, &mut out);
     }
     if let Some(subject) = &message.subject {
         out.words("s:", subject);
@@ -127,10 +128,16 @@ impl Tokens {
 
     /// Each word of `text`, and each pair of neighbours, with `prefix`.
     fn words(&mut self, prefix: &str, text: &str) {
+        self.words_where(prefix, text, |_| true);
+    }
+
+    /// [`Tokens::words`] for the words `keep` accepts (normalised); the others are skipped, so
+    /// the words around one make a pair.
+    fn words_where(&mut self, prefix: &str, text: &str, keep: impl Fn(&str) -> bool) {
         let (mut word, mut previous) = (String::new(), String::new());
         for raw in text.split(|c: char| !(c.is_alphanumeric() || c == '$' || c == '€' || c == '\''))
         {
-            if !normalise(raw, &mut word) {
+            if !normalise(raw, &mut word) || !keep(&word) {
                 continue;
             }
             self.push_parts(&[prefix, &word]);
@@ -175,6 +182,60 @@ fn normalise(raw: &str, out: &mut String) -> bool {
         out.push_str(&lower);
     }
     true
+}
+
+/// Headers whose words are no tokens: the subject has its own (`s:`), a date or a Message-ID
+/// is a clock or a serial number, and the rest only say who received the message here.
+const HEADERS_WITHOUT_WORDS: &[&str] = &[
+    "subject",
+    "date",
+    "message-id",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+];
+
+/// The words of one header, prefixed by its name (`hw:x-mailer:outlook`): the sending
+/// software, the list a message came through, the formats it declares. Spam changes its words
+/// faster than its tools do, so these outlast the body's vocabulary. Dates are left out, so
+/// the model learns who sent a message, not when.
+fn header_words(name: &str, value: &str, out: &mut Tokens) {
+    if HEADERS_WITHOUT_WORDS.contains(&name) || out.hashes.len() >= MAX_TOKENS {
+        return;
+    }
+    let value = if name == "received" {
+        sending_side(value)
+    } else {
+        value
+    };
+    out.words_where(&format!("hw:{name}:"), value, |word| !is_date_word(word));
+}
+
+/// What a `Received:` field says of the host that handed the message over: its name, its
+/// HELO and its address, before the word `by`. The receiving side, the recipient (`for …`)
+/// and the date describe the mailbox the message reached, not its sender.
+fn sending_side(value: &str) -> &str {
+    let mut end = 0;
+    for piece in value.split_inclusive(char::is_whitespace) {
+        if piece.trim_end().eq_ignore_ascii_case("by") {
+            return &value[..end];
+        }
+        end += piece.len();
+    }
+    value.split(';').next().unwrap_or(value)
+}
+
+/// A weekday, a month or a year (a word as [`normalise`] keeps it): when, not who. Times of
+/// day fall apart into two-digit words, which carry nothing anyway.
+fn is_date_word(word: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "mon", "tue", "wed", "thu", "fri", "sat", "sun", "jan", "feb", "mar", "apr", "may", "jun",
+        "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    NAMES.contains(&word)
+        || (word.len() == 4
+            && (word.starts_with("19") || word.starts_with("20"))
+            && word.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// From a `Received:` field: the registrable domain the sending host named, and the /16 of
@@ -244,6 +305,55 @@ mod tests {
         }
         // Short words carry nothing.
         assert!(!t.contains(&hash("e")));
+    }
+
+    #[test]
+    fn header_words_say_who_sent_not_when_or_to_whom() {
+        let t = of(concat!(
+            "Received: from mail.sender.example (helo=relay7) [203.0.113.9]\r\n",
+            "\tby mx.ours.example with ESMTP for <ana@ours.example>; Sat, 7 Sep 2002 15:00:46 -0700\r\n",
+            "X-Mailer: Microsoft Outlook Express 6.00\r\n",
+            "X-Originalarrivaltime: 07 Sep 2002 22:00:46.0031 (UTC)\r\n",
+            "Delivered-To: ana@ours.example\r\n",
+            "Subject: x\r\n\r\nbody\r\n",
+        ));
+        for token in [
+            "hw:received:from",
+            "hw:received:mail",
+            "hw:received:sender example",
+            "hw:received:relay7",
+            "hw:received:203",
+            "hw:x-mailer:outlook express",
+            "hw:x-originalarrivaltime:utc",
+        ] {
+            assert!(t.contains(&hash(token)), "{token}");
+        }
+        for token in [
+            "hw:received:ours",
+            "hw:received:esmtp",
+            "hw:received:ana",
+            "hw:received:sep",
+            "hw:received:2002",
+            "hw:x-originalarrivaltime:sep",
+            "hw:x-originalarrivaltime:2002",
+            "hw:delivered-to:ana",
+            "hw:subject:x",
+        ] {
+            assert!(!t.contains(&hash(token)), "{token}");
+        }
+    }
+
+    #[test]
+    fn a_received_field_without_by_is_read_up_to_its_date() {
+        assert_eq!(
+            sending_side("from a.example [192.0.2.1]; Mon, 1 Jan 2024 00:00:00 +0000"),
+            "from a.example [192.0.2.1]"
+        );
+        assert_eq!(sending_side("by mx.example; Mon, 1 Jan 2024"), "");
+        assert_eq!(
+            sending_side("from nearby.example\r\n\tBY mx"),
+            "from nearby.example\r\n\t"
+        );
     }
 
     #[test]

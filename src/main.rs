@@ -49,11 +49,16 @@ enum Command {
     },
     /// Teach the Bayes classifier: message files, directories, Maildirs or mbox files.
     Learn {
-        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        #[arg(long, conflicts_with = "ham", required_unless_present_any = ["ham", "reset"])]
         spam: bool,
         #[arg(long)]
         ham: bool,
-        #[arg(required = true)]
+        /// Forget the whole model first (tokens, totals and which messages were learned), so
+        /// that mail already taught can be taught again, e.g. after an upgrade changed the
+        /// tokens. Every gateway sharing the model starts over with it.
+        #[arg(long)]
+        reset: bool,
+        #[arg(required_unless_present = "reset")]
         paths: Vec<PathBuf>,
         #[arg(long, short, env = "KALA_CONFIG")]
         config: Option<PathBuf>,
@@ -275,10 +280,11 @@ fn main() -> ExitCode {
         } => scan(&file, config.as_deref(), json, &sender, explain),
         Command::Learn {
             spam,
-            ham: _,
+            ham,
+            reset,
             paths,
             config,
-        } => learn(&paths, spam, config.as_deref()),
+        } => learn(&paths, spam, ham, reset, config.as_deref()),
         Command::Eval {
             train_ham,
             train_spam,
@@ -509,14 +515,34 @@ async fn bayes_if_stored(
     Ok(Some(kala::bayes::open_model(settings, &store).await?))
 }
 
-fn learn(paths: &[PathBuf], spam: bool, config: Option<&Path>) -> anyhow::Result<()> {
+fn learn(
+    paths: &[PathBuf],
+    spam: bool,
+    ham: bool,
+    reset: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
     use kala::store::bayes::Learned;
     let settings = load_settings(config)?;
+    anyhow::ensure!(
+        paths.is_empty() || spam || ham,
+        "say what the messages are: --spam or --ham"
+    );
     let mails = kala::mailbox::read(paths)?;
-    anyhow::ensure!(!mails.is_empty(), "no messages found under the given paths");
+    anyhow::ensure!(
+        paths.is_empty() || !mails.is_empty(),
+        "no messages found under the given paths"
+    );
     runtime()?.block_on(async move {
         let store = kala::store::Store::open(&settings.store.url).await?;
         let model = kala::bayes::open_model(&settings, &store).await?;
+        if reset {
+            let forgotten = model.store.reset().await?;
+            println!("the model was reset: {forgotten} tokens and every learned message forgotten");
+        }
+        if mails.is_empty() {
+            return Ok(());
+        }
         let (mut new, mut relearned, mut known) = (0, 0, 0);
         // One transaction per batch: one fsync per hundred messages, not per message.
         for batch in mails.chunks(100) {

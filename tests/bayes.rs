@@ -106,19 +106,45 @@ async fn sqlite_postgresql_and_redis_give_the_same_probabilities_for_the_same_le
         ("redis", Arc::new(redis)),
     ];
     let mut seen = Vec::new();
-    for (name, store) in stores {
+    for (name, store) in &stores {
         teach(store.as_ref()).await;
-        let p = probabilities(store).await;
+        let p = probabilities(store.clone()).await;
         assert!(p[0].unwrap() > 0.9 && p[1].unwrap() < 0.1, "{name}: {p:?}");
         seen.push((name, p));
     }
     for (name, p) in &seen[1..] {
         assert_eq!(p, &seen[0].1, "{name} differs from {}", seen[0].0);
     }
+    for (name, store) in &stores {
+        forget_and_teach_again(name, store.as_ref()).await;
+    }
+}
+
+/// After a reset the model knows nothing, and the same mail is learned anew.
+async fn forget_and_teach_again(name: &str, store: &dyn TokenStore) {
+    let raw = synthetic(0, true);
+    let tokens = kala::bayes::tokenizer::tokens(&Message::parse(&raw, raw.len()));
+    assert!(store.counts(&tokens).await.unwrap()[0].spam > 0, "{name}");
+    let forgotten = store.reset().await.unwrap();
+    assert!(
+        forgotten >= tokens.len() as u64,
+        "{name}: {forgotten} tokens"
+    );
+    assert_eq!(store.totals().await.unwrap(), Totals::default(), "{name}");
+    assert!(
+        store
+            .counts(&tokens)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.spam == 0 && c.ham == 0),
+        "{name}"
+    );
+    teach(store).await;
 }
 
 #[test]
-fn kala_learn_reads_a_directory_and_a_second_run_learns_nothing_new() {
+fn kala_learn_reads_a_directory_a_second_run_learns_nothing_new_and_reset_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail");
     std::fs::create_dir(&mail).unwrap();
@@ -131,9 +157,10 @@ fn kala_learn_reads_a_directory_and_a_second_run_learns_nothing_new() {
         format!("data_dir = {:?}\n", dir.path().display().to_string()),
     )
     .unwrap();
-    let run = || {
+    let run = |options: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_kala"))
-            .args(["learn", "--spam"])
+            .arg("learn")
+            .args(options)
             .arg(&mail)
             .arg("--config")
             .arg(&config)
@@ -142,14 +169,19 @@ fn kala_learn_reads_a_directory_and_a_second_run_learns_nothing_new() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let first = run();
+    let first = run(&["--spam"]);
     assert!(first.contains("5 messages as spam: 5 learned"), "{first}");
-    let second = run();
+    let second = run(&["--spam"]);
     assert!(
         second.contains("0 learned, 0 moved from the other class, 5 already known"),
         "{second}"
     );
     assert!(second.contains("learned 5 spam and 0 ham"), "{second}");
+    // After a reset the same mail is learned anew, and counted once.
+    let reset = run(&["--reset", "--spam"]);
+    assert!(reset.contains("the model was reset"), "{reset}");
+    assert!(reset.contains("5 messages as spam: 5 learned"), "{reset}");
+    assert!(reset.contains("learned 5 spam and 0 ham"), "{reset}");
 }
 
 /// Every message without a Date header is quarantined (KALA_MISSING_DATE scores 1).

@@ -198,6 +198,13 @@ impl TokenStore for MemoryTokens {
     async fn expire(&self, _cutoff: u64) -> anyhow::Result<u64> {
         Ok(0)
     }
+
+    async fn reset(&self) -> anyhow::Result<u64> {
+        let mut inner = self.lock();
+        let forgotten = inner.0.token_count() as u64;
+        *inner = Default::default();
+        Ok(forgotten)
+    }
 }
 
 impl MemoryTokens {

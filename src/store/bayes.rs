@@ -44,6 +44,10 @@ pub trait TokenStore: Send + Sync {
     /// Forgets tokens no lesson touched since `cutoff`, so the model follows current mail;
     /// returns how many. Totals stay, as in SpamAssassin: they count lessons, not tokens.
     async fn expire(&self, cutoff: u64) -> anyhow::Result<u64>;
+    /// Forgets everything: tokens, totals and the digests of learned messages, so the same
+    /// mail can be taught again (after a tokenizer change, or to start the model over).
+    /// Returns how many tokens were forgotten.
+    async fn reset(&self) -> anyhow::Result<u64>;
 }
 
 impl Learned {
@@ -186,6 +190,22 @@ impl TokenStore for Store {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn reset(&self) -> anyhow::Result<u64> {
+        // One transaction: a lesson learned meanwhile is either wholly kept or wholly gone.
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE bayes_totals SET spam = 0, ham = 0 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM bayes_seen")
+            .execute(&mut *tx)
+            .await?;
+        let tokens = sqlx::query("DELETE FROM bayes_token")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(tokens.rows_affected())
     }
 }
 

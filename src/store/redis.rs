@@ -189,4 +189,30 @@ impl TokenStore for RedisTokens {
         // Token keys expire by themselves.
         Ok(0)
     }
+
+    async fn reset(&self) -> anyhow::Result<u64> {
+        // SCAN, not KEYS: a large model must not block the server that other gateways use.
+        let mut c = self.state.connection.clone();
+        let pattern = format!("{PREFIX}bayes:*");
+        let token_prefix = format!("{PREFIX}bayes:t:");
+        let (mut cursor, mut tokens) = (0u64, 0u64);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                tokens += keys.iter().filter(|k| k.starts_with(&token_prefix)).count() as u64;
+                let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
+            }
+            if next == 0 {
+                return Ok(tokens);
+            }
+            cursor = next;
+        }
+    }
 }

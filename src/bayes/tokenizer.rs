@@ -3,8 +3,9 @@
 //! Words of the subject and of the text (HTML rendered), lower-cased with every Unicode
 //! letter kept (ë, ç, š, đ, č, ć, ž and Cyrillic stay themselves), each word and each pair of
 //! neighbouring words; the words of the headers, prefixed by their header; a few headers'
-//! facts; link hosts and their registrable domains; attachment types. A token is its text's xxh3 hash, so the model's
-//! size does not depend on word lengths and a token never leaks the text it came from.
+//! facts; link hosts and their registrable domains; attachment types. A token is its text's
+//! xxh3 hash, so the model's size does not depend on word lengths and a token never leaks the
+//! text it came from.
 
 use std::collections::HashSet;
 
@@ -184,7 +185,7 @@ fn normalise(raw: &str, out: &mut String) -> bool {
     true
 }
 
-/// Headers whose words are no tokens: the subject has its own (`s:`), a date or a Message-ID
+/// Headers whose words are not tokens: the subject has its own (`s:`), a date or a Message-ID
 /// is a clock or a serial number, and the rest only say who received the message here.
 const HEADERS_WITHOUT_WORDS: &[&str] = &[
     "subject",

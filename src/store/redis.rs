@@ -205,9 +205,21 @@ impl TokenStore for RedisTokens {
                 .arg(1000)
                 .query_async(&mut c)
                 .await?;
-            if !keys.is_empty() {
-                tokens += keys.iter().filter(|k| k.starts_with(&token_prefix)).count() as u64;
-                let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
+            // SCAN may return a key twice: count what UNLINK removed, not what SCAN listed.
+            let (token_keys, other_keys): (Vec<String>, Vec<String>) =
+                keys.into_iter().partition(|k| k.starts_with(&token_prefix));
+            if !token_keys.is_empty() {
+                let removed: u64 = redis::cmd("UNLINK")
+                    .arg(&token_keys)
+                    .query_async(&mut c)
+                    .await?;
+                tokens += removed;
+            }
+            if !other_keys.is_empty() {
+                let _: u64 = redis::cmd("UNLINK")
+                    .arg(&other_keys)
+                    .query_async(&mut c)
+                    .await?;
             }
             if next == 0 {
                 return Ok(tokens);

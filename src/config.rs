@@ -275,6 +275,7 @@ struct RawSmtp {
     greet_delay: Option<Duration>,
     pregreet_reject: Option<bool>,
     helo_reject: Option<Vec<String>>,
+    reverse_dns: Option<bool>,
     tls: RawSmtpTls,
 }
 
@@ -669,6 +670,9 @@ pub struct SmtpSettings {
     /// HELO shapes refused at once (`forged`, `bare_ip`, `not_fqdn`, `localhost`); the others
     /// only score.
     pub helo_reject: Vec<String>,
+    /// Look up each internet client's host name (PTR, forward-confirmed) for the Received line
+    /// and the rules that read it. Clients on loopback and private networks are not looked up.
+    pub reverse_dns: bool,
     pub tls: SmtpTlsSettings,
 }
 
@@ -869,6 +873,7 @@ impl Settings {
                     kinds
                 }
             },
+            reverse_dns: raw.smtp.reverse_dns.unwrap_or(true),
             tls: SmtpTlsSettings {
                 enabled: raw.smtp.tls.enabled.unwrap_or(true),
                 cert_and_key,

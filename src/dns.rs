@@ -110,6 +110,42 @@ impl Dns {
     }
 }
 
+impl Dns {
+    /// The client's host name, forward-confirmed: the first name its address's PTR record
+    /// gives, if that name's A/AAAA records hold the address again (anyone can write any
+    /// name into the PTR of their own addresses). `None` when there is none, it does not
+    /// confirm, or DNS does not answer within the timeout. The name has no trailing dot.
+    pub async fn client_name(&self, ip: IpAddr) -> Option<String> {
+        let zone = match ip {
+            IpAddr::V4(_) => "in-addr.arpa",
+            IpAddr::V6(_) => "ip6.arpa",
+        };
+        let resolver = self.authenticator.resolver();
+        let confirmed = async {
+            let found = resolver
+                .reverse_lookup(reversed_name(ip, zone))
+                .await
+                .ok()?;
+            let name = found
+                .answers()
+                .iter()
+                .find_map(|record| match &record.data {
+                    RData::PTR(ptr) => Some(ptr.0.clone()),
+                    _ => None,
+                })?;
+            let addresses = resolver.lookup_ip(name.clone()).await.ok()?;
+            addresses
+                .iter()
+                .any(|a| a == ip)
+                .then(|| name.to_string().trim_end_matches('.').to_ascii_lowercase())
+        };
+        tokio::time::timeout(self.timeout, confirmed)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 /// UDP with TCP for truncated answers, on the given port.
 fn name_server(address: &SocketAddr) -> NameServerConfig {
     let mut udp = ConnectionConfig::udp();

@@ -14,6 +14,8 @@ use serde::Serialize;
 pub struct Envelope {
     pub queue_id: String,
     pub client_ip: IpAddr,
+    /// The client's forward-confirmed host name, when it has one and it was looked up.
+    pub client_name: Option<String>,
     /// What the client said in EHLO/HELO.
     pub helo: Option<String>,
     /// True after EHLO (rather than HELO).
@@ -37,6 +39,7 @@ impl Envelope {
         Envelope {
             queue_id: new_queue_id(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_name: None,
             helo: None,
             esmtp: false,
             tls: None,

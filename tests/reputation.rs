@@ -146,6 +146,24 @@ async fn a_blocklist_refusing_our_resolver_is_no_listing_and_raises_a_warning() 
 }
 
 #[tokio::test]
+async fn a_clients_host_name_counts_only_when_its_address_confirms_it() {
+    let dns = DnsServer::start(&[]).await;
+    let settings =
+        kala::config::Settings::parse(&format!("[dns]\nservers = [\"{}\"]\n", dns.addr), "test")
+            .unwrap();
+    let resolver = kala::dns::Dns::new(&settings.dns).unwrap();
+    let name = |ip: &str| resolver.client_name(ip.parse().unwrap());
+    assert_eq!(
+        name("192.0.2.44").await.as_deref(),
+        Some("dsl-192-0-2-44.pool.rdns.test")
+    );
+    // The PTR names a host whose A record is another address: anyone can write that.
+    assert_eq!(name("192.0.2.45").await, None);
+    // No PTR record at all.
+    assert_eq!(name("192.0.2.46").await, None);
+}
+
+#[tokio::test]
 async fn a_dns_server_that_never_answers_delays_mail_only_up_to_the_timeout() {
     let silent = SilentDns::start().await;
     let sink = Sink::start().await;

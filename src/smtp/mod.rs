@@ -44,6 +44,8 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Where spools larger than `smtp.memory_spool_size` go.
     pub tmp_dir: PathBuf,
+    /// The resolver for clients' host names (`smtp.reverse_dns`).
+    pub client_names: Option<crate::dns::Dns>,
 }
 
 impl Shared {
@@ -88,7 +90,8 @@ impl Shared {
             });
         }
         let health = std::sync::Arc::new(crate::health::Health::default());
-        add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;
+        let dns = add_reputation_checks(&mut pipeline, &settings, &health, &store, lists).await?;
+        let client_names = dns.filter(|_| settings.smtp.reverse_dns);
         let mut quarantine = Quarantine::new(store.clone(), settings.quarantine.retention);
         let mut bayes = None;
         if settings.bayes.enabled {
@@ -120,6 +123,7 @@ impl Shared {
             bayes,
             tls,
             tmp_dir,
+            client_names,
             settings,
         })
     }
@@ -127,13 +131,14 @@ impl Shared {
 
 /// The checks that ask DNS: blocklists at connect, SPF/DKIM/DMARC/ARC at DATA. Not part of
 /// `Pipeline::new`, so offline scans (`kala scan`, `kala eval`) never wait on the network.
+/// Returns the resolver, when anything needs one (`smtp.reverse_dns` does too).
 async fn add_reputation_checks(
     pipeline: &mut Pipeline,
     settings: &Settings,
     health: &std::sync::Arc<crate::health::Health>,
     store: &crate::store::Store,
     lists: std::sync::Arc<crate::checks::SenderLists>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<crate::dns::Dns>> {
     use crate::store::state::{GreylistState, MemoryCounters, RateCounters};
     use std::sync::Arc;
     let rates = &settings.ratelimit;
@@ -152,7 +157,8 @@ async fn add_reputation_checks(
             rates.clone(),
         )));
     }
-    let needs_dns = !settings.dnsbl.lists.is_empty()
+    let needs_dns = settings.smtp.reverse_dns
+        || !settings.dnsbl.lists.is_empty()
         || !settings.uribl.lists.is_empty()
         || settings.auth.enabled
         || (settings.greylist.enabled && settings.greylist.skip_spf_pass);
@@ -171,7 +177,7 @@ async fn add_reputation_checks(
         spawn_greylist_purge(greylist_state);
     }
     let Some(dns) = dns else {
-        return Ok(());
+        return Ok(None);
     };
     if !settings.dnsbl.lists.is_empty() {
         pipeline.add_check(Arc::new(crate::checks::Dnsbl::new(
@@ -189,11 +195,11 @@ async fn add_reputation_checks(
     }
     if settings.auth.enabled {
         pipeline.add_check(Arc::new(crate::checks::Authentication::new(
-            dns,
+            dns.clone(),
             settings.smtp.hostname.clone(),
         )));
     }
-    Ok(())
+    Ok(Some(dns))
 }
 
 /// Forgets expired greylisting entries once an hour (Redis expires its own keys).

@@ -39,8 +39,11 @@ pub fn received_header(envelope: &Envelope, hostname: &str) -> String {
         _ => String::new(),
     };
     let date = mail_parser::DateTime::from_timestamp(envelope.received_at as i64).to_rfc822();
+    // "(name [ip])" as Postfix and sendmail write it: the rules read the name from here.
+    let name = envelope.client_name.as_deref().unwrap_or_default();
     format!(
-        "Received: from {helo} ([{ip}]){tls}\r\n\tby {hostname} (Kala) with {protocol} id {id}{recipient};\r\n\t{date}\r\n",
+        "Received: from {helo} ({name}{space}[{ip}]){tls}\r\n\tby {hostname} (Kala) with {protocol} id {id}{recipient};\r\n\t{date}\r\n",
+        space = if name.is_empty() { "" } else { " " },
         ip = envelope.client_ip,
         id = envelope.queue_id,
     )
@@ -186,6 +189,34 @@ mod tests {
             forced_by: None,
             headers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_received_line_names_the_client_as_the_rules_read_it() {
+        let mut envelope = crate::envelope::Envelope::offline("a@b.example", vec![]);
+        envelope.client_ip = "192.0.2.44".parse().unwrap();
+        envelope.helo = Some("yahoo.com".into());
+        let untrusted = |envelope: &crate::envelope::Envelope| {
+            let raw = format!(
+                "{}Subject: x\r\n\r\nbody\r\n",
+                received_header(envelope, "mx.example")
+            );
+            let message = crate::message::Message::parse(raw.as_bytes(), raw.len());
+            let relays = crate::received::Relays::from_headers(&message.headers);
+            relays.of(crate::received::Trust::Untrusted)[0].clone()
+        };
+        let relay = untrusted(&envelope);
+        assert_eq!(
+            (relay.ip.as_str(), relay.rdns.as_str(), relay.helo.as_str()),
+            ("192.0.2.44", "", "yahoo.com")
+        );
+        envelope.client_name = Some("dsl-192-0-2-44.pool.example.net".into());
+        let relay = untrusted(&envelope);
+        assert_eq!(relay.rdns, "dsl-192-0-2-44.pool.example.net");
+        assert_eq!(
+            (relay.helo.as_str(), relay.by.as_str()),
+            ("yahoo.com", "mx.example")
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Session {
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    /// The client's forward-confirmed host name, looked up once at connect.
+    client_name: Option<String>,
     helo: Option<String>,
     esmtp: bool,
     tls: Option<String>,
@@ -80,6 +82,7 @@ impl Session {
             peer,
             shared,
             shutdown,
+            client_name: None,
             helo: None,
             esmtp: false,
             tls: None,
@@ -101,6 +104,11 @@ impl Session {
     }
 
     async fn dialogue(&mut self) -> Result<(), Closed> {
+        if let Some(dns) = &self.shared.client_names
+            && is_internet_address(self.peer.ip())
+        {
+            self.client_name = dns.client_name(self.peer.ip()).await;
+        }
         let envelope = self.envelope_for_checks();
         let outcome = self
             .shared
@@ -782,6 +790,7 @@ impl Session {
         Envelope {
             queue_id: String::new(),
             client_ip: self.peer.ip(),
+            client_name: self.client_name.clone(),
             helo: self.helo.clone(),
             esmtp: self.esmtp,
             tls: self.tls.clone(),
@@ -940,6 +949,23 @@ async fn read_spool(received: &[u8], spool: &Spool) -> std::io::Result<Vec<u8>> 
     raw.extend_from_slice(received);
     spool.reader(0).await?.read_to_end(&mut raw).await?;
     Ok(raw)
+}
+
+/// Whether a client at `ip` came over the internet, so its host name says something: loopback,
+/// private, link-local and unique-local clients are this site's own machines.
+fn is_internet_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
 }
 
 fn downstream_unavailable() -> Reply {

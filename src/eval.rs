@@ -41,6 +41,9 @@ pub struct Scored {
     pub score: f64,
     /// The Bayes probability, when the model said anything.
     pub bayes: Option<f64>,
+    /// The score of its `BAYES_*` symbol (0 without one): `score` minus this is what the rules
+    /// and checks alone gave the message.
+    pub bayes_score: f64,
     /// Every symbol, `NAME(score), …`: for the lists of mistakes, and for fitting scores.
     pub symbols: String,
 }
@@ -78,18 +81,26 @@ impl Report {
     }
 
     pub fn at(&self, threshold: f64) -> Point {
+        self.point(threshold, |s| s.score)
+    }
+
+    /// The same as [`Report::at`] with the Bayes symbol taken out: what the rules and checks
+    /// carry alone, as on mail the model knows nothing of (a new kind of spam, a new site).
+    pub fn without_bayes_at(&self, threshold: f64) -> Point {
+        self.point(threshold, |s| s.score - s.bayes_score)
+    }
+
+    fn point(&self, threshold: f64, score: impl Fn(&Scored) -> f64) -> Point {
+        let count = |spam: bool| {
+            self.scored
+                .iter()
+                .filter(|s| s.spam == spam && score(s) >= threshold)
+                .count()
+        };
         Point {
             threshold,
-            spam_caught: self
-                .scored
-                .iter()
-                .filter(|s| s.spam && s.score >= threshold)
-                .count(),
-            ham_flagged: self
-                .scored
-                .iter()
-                .filter(|s| !s.spam && s.score >= threshold)
-                .count(),
+            spam_caught: count(true),
+            ham_flagged: count(false),
         }
     }
 
@@ -119,6 +130,16 @@ impl Report {
             spam,
             pct(main.ham_flagged, ham),
             main.ham_flagged,
+            ham
+        );
+        let alone = self.without_bayes_at(self.threshold);
+        println!(
+            "without the Bayes symbol (rules and checks alone): spam caught {:.1} % ({} of {}), ham flagged {:.2} % ({} of {})",
+            pct(alone.spam_caught, spam),
+            alone.spam_caught,
+            spam,
+            pct(alone.ham_flagged, ham),
+            alone.ham_flagged,
             ham
         );
         println!(
@@ -221,16 +242,16 @@ async fn score(
 
 impl Scored {
     fn of(origin: &str, spam: bool, verdict: &crate::verdict::Verdict) -> Scored {
-        let bayes = verdict
+        let symbol = verdict
             .symbols
             .iter()
-            .find(|s| s.name.starts_with("BAYES_"))
-            .and_then(|s| s.detail.as_deref()?.parse().ok());
+            .find(|s| s.name.starts_with("BAYES_"));
         Scored {
             origin: origin.to_string(),
             spam,
             score: verdict.score,
-            bayes,
+            bayes: symbol.and_then(|s| s.detail.as_deref()?.parse().ok()),
+            bayes_score: symbol.map_or(0.0, |s| s.score),
             symbols: verdict.symbol_list(),
         }
     }

@@ -361,3 +361,90 @@ fn rules_check_prints_the_table_and_fails_on_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.cf:1: rule BROKEN"), "{err}");
 }
+
+/// Bulk mail whose headers alone give it away (a Message-ID that imitates Outlook's, an
+/// `ADV:` subject padded before a code, a Windows script's X-Mailer), and plain ham.
+fn eval_corpus(dir: &Path, group: &str, spam: bool, count: usize) -> String {
+    let path = dir.join(group);
+    std::fs::create_dir_all(&path).unwrap();
+    for i in 0..count {
+        let text = if spam {
+            format!(
+                "From: \"RATES DIRECT\" <offers{i}@rates.example>\r\nTo: reader@ours.example\r\n\
+                 Subject: ADV: Lower your rate today        {i}x7kq\r\n\
+                 Date: Wed, 18 Nov 2026 09:13:58 +0000\r\n\
+                 Message-ID: <{i:04}c1$0000{i:04}$0000abcd@rates>\r\n\
+                 X-Mailer: Microsoft CDO for Windows 2000\r\n\r\n\
+                 Dear friend, lower your mortgage payments today, even with bad credit.\r\n"
+            )
+        } else {
+            format!(
+                "From: Backup Team <backup@ours.example>\r\nTo: it@ours.example\r\n\
+                 Subject: Minutes of backup meeting {i}\r\n\
+                 Date: Wed, 18 Nov 2026 10:00:00 +0100\r\n\
+                 Message-ID: <minutes-{i}@ours.example>\r\n\r\n\
+                 The restore test of the file server passed; tapes rotate on Friday.\r\n"
+            )
+        };
+        std::fs::write(path.join(format!("{i}.eml")), text).unwrap();
+    }
+    path.display().to_string()
+}
+
+#[test]
+fn eval_reports_caught_and_flagged_with_and_without_bayes_and_the_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kala.toml");
+    // Four messages of each class are enough for a verdict here (the default wants 200).
+    std::fs::write(&config, "[bayes]\nmin_learned = 4\n").unwrap();
+    let args = [
+        "eval".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--train-ham".into(),
+        eval_corpus(dir.path(), "train-ham", false, 4),
+        "--train-spam".into(),
+        eval_corpus(dir.path(), "train-spam", true, 4),
+        "--test-ham".into(),
+        eval_corpus(dir.path(), "test-ham", false, 3),
+        "--test-spam".into(),
+        eval_corpus(dir.path(), "test-spam", true, 3),
+    ];
+    let out = kala().args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "trained on 4 spam and 4 ham; tested 3 spam and 3 ham",
+        "at the tag threshold 5.0: spam caught 100.0 % (3 of 3), ham flagged 0.00 % (0 of 3)",
+        "without the Bayes symbol (rules and checks alone): spam caught 100.0 % (3 of 3), ham flagged 0.00 % (0 of 3)",
+        "threshold  spam caught        ham flagged",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.contains("messages per CPU-second"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("15.0 ")),
+        "{text}"
+    );
+
+    // --json: one line per test message, with the Bayes verdict and its score apart.
+    let out = kala().args(&args).arg("--json").output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for line in &lines {
+        let spam = line["spam"].as_bool().unwrap();
+        let symbols = line["symbols"].as_str().unwrap();
+        assert_eq!(symbols.contains("KALA_MSGID_FAKE_OUTLOOK"), spam, "{line}");
+        let bayes = line["bayes"].as_f64().expect("the model gave a verdict");
+        assert!(if spam { bayes > 0.5 } else { bayes < 0.5 }, "{line}");
+        let score = line["bayes_score"].as_f64().unwrap();
+        assert!(if spam { score > 0.0 } else { score < 0.0 }, "{line}");
+    }
+}

@@ -116,6 +116,8 @@ impl Dns {
     /// name into the PTR of their own addresses). `None` when there is none, it does not
     /// confirm, or DNS does not answer within the timeout. The name has no trailing dot.
     pub async fn client_name(&self, ip: IpAddr) -> Option<String> {
+        // An IPv4 client seen through an IPv6 socket (`::ffff:192.0.2.1`) has an IPv4 name.
+        let ip = ip.to_canonical();
         let zone = match ip {
             IpAddr::V4(_) => "in-addr.arpa",
             IpAddr::V6(_) => "ip6.arpa",

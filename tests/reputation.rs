@@ -157,6 +157,11 @@ async fn a_clients_host_name_counts_only_when_its_address_confirms_it() {
         name("192.0.2.44").await.as_deref(),
         Some("dsl-192-0-2-44.pool.rdns.test")
     );
+    // The same client seen through an IPv6 socket.
+    assert_eq!(
+        name("::ffff:192.0.2.44").await.as_deref(),
+        Some("dsl-192-0-2-44.pool.rdns.test")
+    );
     // The PTR names a host whose A record is another address: anyone can write that.
     assert_eq!(name("192.0.2.45").await, None);
     // No PTR record at all.

@@ -954,7 +954,7 @@ async fn read_spool(received: &[u8], spool: &Spool) -> std::io::Result<Vec<u8>> 
 /// Whether a client at `ip` came over the internet, so its host name says something: loopback,
 /// private, link-local and unique-local clients are this site's own machines.
 fn is_internet_address(ip: std::net::IpAddr) -> bool {
-    match ip {
+    match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => {
             !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified())
         }
@@ -1180,5 +1180,32 @@ fn refused_action(reply: &Reply) -> Action {
         Action::Tempfail
     } else {
         Action::Reject
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_internet_clients_are_looked_up() {
+        let internet = |ip: &str| is_internet_address(ip.parse().unwrap());
+        assert!(internet("192.0.2.44"));
+        assert!(internet("2001:db8::1"));
+        assert!(internet("::ffff:192.0.2.44"));
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "169.254.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!internet(local), "{local}");
+        }
     }
 }

@@ -122,25 +122,23 @@ impl Report {
             "trained on {} spam and {} ham{per_fold}; tested {} spam and {} ham",
             self.trained.spam, self.trained.ham, spam, ham
         );
+        let rates = |p: Point| {
+            format!(
+                "spam caught {:.1} % ({} of {spam}), ham flagged {:.2} % ({} of {ham})",
+                pct(p.spam_caught, spam),
+                p.spam_caught,
+                pct(p.ham_flagged, ham),
+                p.ham_flagged,
+            )
+        };
         println!(
-            "at the tag threshold {:.1}: spam caught {:.1} % ({} of {}), ham flagged {:.2} % ({} of {})",
+            "at the tag threshold {:.1}: {}",
             self.threshold,
-            pct(main.spam_caught, spam),
-            main.spam_caught,
-            spam,
-            pct(main.ham_flagged, ham),
-            main.ham_flagged,
-            ham
+            rates(main)
         );
-        let alone = self.without_bayes_at(self.threshold);
         println!(
-            "without the Bayes symbol (rules and checks alone): spam caught {:.1} % ({} of {}), ham flagged {:.2} % ({} of {})",
-            pct(alone.spam_caught, spam),
-            alone.spam_caught,
-            spam,
-            pct(alone.ham_flagged, ham),
-            alone.ham_flagged,
-            ham
+            "without the Bayes symbol (rules and checks alone): {}",
+            rates(self.without_bayes_at(self.threshold))
         );
         println!(
             "speed: {:.0} messages per CPU-second ({:.2} CPU-s), {:.0} messages/s wall clock",

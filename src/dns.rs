@@ -108,9 +108,7 @@ impl Dns {
             Ok(Err(e)) => Err(LookupError::Failed(e.to_string())),
         }
     }
-}
 
-impl Dns {
     /// The client's host name, forward-confirmed: the first name its address's PTR record
     /// gives, if that name's A/AAAA records hold the address again (anyone can write any
     /// name into the PTR of their own addresses). `None` when there is none, it does not

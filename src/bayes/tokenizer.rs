@@ -3,7 +3,8 @@
 //! Words of the subject and of the text (HTML rendered), lower-cased with every Unicode
 //! letter kept (ë, ç, š, đ, č, ć, ž and Cyrillic stay themselves), each word and each pair of
 //! neighbouring words; the words of the headers, prefixed by their header; a few headers'
-//! facts; link hosts and their registrable domains; attachment types. A token is its text's
+//! facts; link hosts and their registrable domains; attachment types. What the receiving side
+//! annotates and what a mailing list adds are left out ([`ListMail`]). A token is its text's
 //! xxh3 hash, so the model's size does not depend on word lengths and a token never leaks the
 //! text it came from.
 
@@ -21,14 +22,37 @@ const LONGEST_WORD: usize = 24;
 /// The hashed tokens of `message`, without repeats, at most [`MAX_TOKENS`].
 pub fn tokens(message: &Message) -> Vec<u64> {
     let mut out = Tokens::default();
+    let list = ListMail::of(message);
+    // Past a list, only the relays that brought the message to the list say who sent it.
+    let relays = message
+        .headers
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("received"))
+        .count();
+    let skipped_relays = if list.is_some() {
+        relays.saturating_sub(ORIGIN_RELAYS)
+    } else {
+        0
+    };
+    let mut relay = 0;
     // Header facts first: few, and they must survive the cap on long bodies.
     for field in &message.headers {
         let name = field.name.to_ascii_lowercase();
+        // A list's bounce address is the list's, whatever it forwards.
+        if is_ignored_header(&name) || (list.is_some() && name == "return-path") {
+            continue;
+        }
+        if name == "received" {
+            relay += 1;
+            if relay <= skipped_relays {
+                continue;
+            }
+        }
         let value = field.decoded.trim();
         // Which headers a message has says much about what sent it.
         out.push_parts(&["hn:", &name]);
         match name.as_str() {
-            "from" | "reply-to" | "return-path" | "sender" | "to" | "cc" => {
+            "from" | "reply-to" | "return-path" | "to" | "cc" => {
                 if let Some(domain) = address_domain(value) {
                     out.push(&format!("h:{name}:{domain}"));
                 }
@@ -72,6 +96,10 @@ pub fn tokens(message: &Message) -> Vec<u64> {
         out.words("s:", subject);
     }
     for text in &message.text_parts {
+        let text = match list {
+            Some(_) => without_list_footer(text),
+            None => text,
+        };
         out.words("", text);
     }
     for part in &message.html_parts {
@@ -80,7 +108,11 @@ pub fn tokens(message: &Message) -> Vec<u64> {
     for url in &message.urls {
         if let Some(host) = crate::checks::host_of(&url.url) {
             let host = host.to_ascii_lowercase();
-            if let Some(domain) = psl::domain_str(&host) {
+            let domain = psl::domain_str(&host);
+            if domain.is_some() && list.as_ref().is_some_and(|l| l.domain.as_deref() == domain) {
+                continue;
+            }
+            if let Some(domain) = domain {
                 out.push(&format!("d:{domain}"));
             }
             out.push(&format!("u:{host}"));
@@ -186,18 +218,135 @@ fn normalise(raw: &str, out: &mut String) -> bool {
 }
 
 /// Headers whose words are not tokens: the subject has its own (`s:`), a date or a Message-ID
-/// is a clock or a serial number, and the rest only say who received the message here.
-const HEADERS_WITHOUT_WORDS: &[&str] = &[
-    "subject",
-    "date",
-    "message-id",
-    "delivered-to",
-    "x-original-to",
-    "envelope-to",
+/// is a clock or a serial number.
+const HEADERS_WITHOUT_WORDS: &[&str] = &["subject", "date", "message-id"];
+
+/// A message a mailing list forwarded. Lists forward spam too, and what the list adds (its
+/// headers, its relays, its footer, links to its own site) is the same on the spam as on the
+/// ham: learned, it makes "came through a list" a strong ham sign, and the spam a list forwards
+/// scores as ham. SpamAssassin's Bayes leaves list headers out for the same reason.
+struct ListMail {
+    /// The list's registrable domain, from `List-Id`.
+    domain: Option<String>,
+}
+
+impl ListMail {
+    fn of(message: &Message) -> Option<ListMail> {
+        let field = |name: &str| {
+            message
+                .headers
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case(name))
+        };
+        if ["list-id", "list-post", "x-beenthere", "mailing-list"]
+            .iter()
+            .all(|name| field(name).is_none())
+        {
+            return None;
+        }
+        // `List-Id: Description <name.host.example>`
+        let domain = field("list-id").and_then(|f| {
+            let id = f.decoded.rsplit('<').next()?;
+            let id = id.trim().trim_end_matches('>').to_ascii_lowercase();
+            psl::domain_str(&id).map(str::to_string)
+        });
+        Some(ListMail { domain })
+    }
+}
+
+/// `Received:` fields read, counted from the bottom, on mail that came through a list.
+const ORIGIN_RELAYS: usize = 2;
+
+/// A list's footer (the text below a rule of underscores or dashes near the end) is the same on
+/// its ham and its spam.
+fn without_list_footer(text: &str) -> &str {
+    let lines: Vec<(usize, &str)> = text
+        .split_inclusive('\n')
+        .scan(0, |at, line| {
+            let start = *at;
+            *at += line.len();
+            Some((start, line))
+        })
+        .collect();
+    let tail = lines.len().saturating_sub(FOOTER_LINES);
+    lines[tail..]
+        .iter()
+        .find(|(_, line)| {
+            let rule = line.trim_end();
+            rule.len() >= 20 && rule.bytes().all(|b| b == b'_' || b == b'-')
+        })
+        .map_or(text, |&(start, _)| &text[..start])
+}
+
+/// How far from the end a list footer may start, in lines.
+const FOOTER_LINES: usize = 30;
+
+/// Headers a mailing list adds or rewrites (see [`ListMail`]), by name or name prefix.
+const LIST_HEADERS: &[&str] = &[
+    "sender",
+    "x-sender",
+    "precedence",
+    "x-beenthere",
+    "x-loop",
+    "mail-followup-to",
+    "errors-to",
+];
+const LIST_HEADER_PREFIXES: &[&str] = &[
+    "list-",
+    "x-list",
+    "x-mailman",
+    "x-egroups",
+    "resent-",
+    "original-",
+    "x-original-",
 ];
 
+/// Headers the receiving side writes: filters' verdicts (Kala's own among them: learned, they
+/// would teach the classifier its own past answers), mailbox flags, delivery notes. They say
+/// where a message was kept, not who sent it.
+const RECEIVER_HEADERS: &[&str] = &[
+    "status",
+    "x-status",
+    "x-keywords",
+    "x-flags",
+    "x-uid",
+    "x-uidl",
+    "x-imapbase",
+    "lines",
+    "content-length",
+    "xref",
+    "delivery-date",
+    "delivered-to",
+    "envelope-to",
+    "x-envelope-to",
+    "x-mdaemon-deliver-to",
+    "x-scanned-by",
+    "x-scanner",
+    "x-filtered-by",
+    "x-antispam",
+    "x-bogosity",
+];
+const RECEIVER_HEADER_PREFIXES: &[&str] = &[
+    "x-kala",
+    "x-spam",
+    "x-virus",
+    "x-mailscanner",
+    "x-gnus",
+    "x-vm-",
+];
+
+/// Whether the classifier reads nothing of a header (lower-case `name`), not even its name.
+fn is_ignored_header(name: &str) -> bool {
+    LIST_HEADERS.contains(&name)
+        || RECEIVER_HEADERS.contains(&name)
+        || LIST_HEADER_PREFIXES
+            .iter()
+            .chain(RECEIVER_HEADER_PREFIXES)
+            .any(|prefix| name.starts_with(prefix))
+}
+
 /// The words of one header, prefixed by its name (`hw:x-mailer:outlook`): the sending
-/// software, the list a message came through, the formats it declares. Spam changes its words
+/// software, the relays, the formats it declares. Spam changes its words
 /// faster than its tools do, so these outlast the body's vocabulary. Dates are left out, so
 /// the model learns who sent a message, not when.
 fn header_words(name: &str, value: &str, out: &mut Tokens) {
@@ -342,6 +491,65 @@ mod tests {
         ] {
             assert!(!t.contains(&hash(token)), "{token}");
         }
+    }
+
+    #[test]
+    fn what_a_list_adds_to_the_spam_it_forwards_is_not_learned() {
+        let message = concat!(
+            "Received: from relay.lists.example [198.51.100.7] by mx.ours.example\r\n",
+            "Received: from shop.example (helo=pc1) [203.0.113.9] by relay.lists.example\r\n",
+            "Received: from pc1 [10.0.0.5] by shop.example\r\n",
+            "Return-Path: <talk-bounces@lists.example>\r\n",
+            "List-Id: Talk <talk.lists.example>\r\n",
+            "Precedence: bulk\r\n",
+            "Subject: x\r\n\r\n",
+            "Cheap watches at https://shop.example/w\r\n",
+            "_______________________________________________\r\n",
+            "Talk mailing list https://www.lists.example/listinfo/talk\r\n",
+        );
+        let t = of(message);
+        for token in ["cheap watches", "u:shop.example", "hw:received:helo pc1"] {
+            assert!(t.contains(&hash(token)), "{token}");
+        }
+        for token in [
+            "hw:received:relay",
+            "hn:list-id",
+            "hn:precedence",
+            "h:return-path:lists.example",
+            "mailing list",
+            "u:www.lists.example",
+            "d:lists.example",
+        ] {
+            assert!(!t.contains(&hash(token)), "{token}");
+        }
+        // The same text sent straight to us keeps its last lines and every relay.
+        let direct = of(&message
+            .replace("List-Id: Talk <talk.lists.example>\r\n", "")
+            .replace("Precedence: bulk\r\n", ""));
+        for token in ["mailing list", "d:lists.example", "hw:received:relay"] {
+            assert!(direct.contains(&hash(token)), "{token}");
+        }
+    }
+
+    #[test]
+    fn the_receivers_annotations_are_not_learned() {
+        let t = of(concat!(
+            "X-Kala-Symbols: BAYES_99(5.00)\r\n",
+            "X-Spam-Status: Yes\r\n",
+            "X-Status: RO\r\n",
+            "Delivered-To: ana@ours.example\r\n",
+            "Subject: x\r\n\r\nbody\r\n",
+        ));
+        for token in [
+            "hn:x-kala-symbols",
+            "hw:x-kala-symbols:bayes_99",
+            "hn:x-spam-status",
+            "hn:x-status",
+            "hn:delivered-to",
+        ] {
+            assert!(!t.contains(&hash(token)), "{token}");
+        }
+        assert!(t.contains(&hash("body")));
     }
 
     #[test]

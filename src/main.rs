@@ -553,7 +553,7 @@ fn learn(
                     kala::bayes::lesson(&message, spam)
                 })
                 .collect();
-            for outcome in model.store.learn(&lessons, kala::store::now()).await? {
+            for outcome in model.learn(&lessons).await? {
                 match outcome {
                     Learned::New => new += 1,
                     Learned::Relearned => relearned += 1,
@@ -571,6 +571,9 @@ fn learn(
             "the model has learned {} spam and {} ham (it scores from {} of each)",
             totals.spam, totals.ham, settings.bayes.classifier.min_learned
         );
+        if let Some(warning) = model.tokenizer_warning().await? {
+            eprintln!("note: {warning}");
+        }
         Ok(())
     })
 }

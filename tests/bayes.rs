@@ -1,6 +1,7 @@
 //! The Bayes classifier's storage and learning sources, against real stores: SQLite,
 //! PostgreSQL and Redis give the same probabilities for the same lessons; learning is
-//! idempotent from `kala learn` and from the quarantine; a release teaches ham exactly once.
+//! idempotent from `kala learn` and from the quarantine; a release teaches ham exactly once;
+//! each store keeps the tokenizer version its model was learned with.
 
 mod support;
 mod support_postgres;
@@ -118,6 +119,46 @@ async fn sqlite_postgresql_and_redis_give_the_same_probabilities_for_the_same_le
     for (name, store) in &stores {
         forget_and_teach_again(name, store.as_ref()).await;
     }
+    for (name, store) in &stores {
+        the_tokenizer_version_is_kept_and_an_older_one_reported(name, store.clone()).await;
+    }
+}
+
+/// A model learned from nothing records the tokenizer that made its tokens; one learned by an
+/// older tokenizer (or before the record) is reported, and a reset clears the record.
+async fn the_tokenizer_version_is_kept_and_an_older_one_reported(
+    name: &str,
+    store: Arc<dyn TokenStore>,
+) {
+    let model = Model::new(store.clone(), Classifier::default());
+    // `teach` went around the model, as a Kala older than the record did.
+    assert_eq!(store.tokenizer().await.unwrap(), 0, "{name}");
+    assert_eq!(model.outdated_tokenizer().await.unwrap(), Some(0), "{name}");
+    let warning = model.tokenizer_warning().await.unwrap().unwrap();
+    assert!(warning.contains("kala learn --reset"), "{name}: {warning}");
+
+    store.reset().await.unwrap();
+    assert_eq!(
+        model.outdated_tokenizer().await.unwrap(),
+        None,
+        "{name}: empty"
+    );
+    let raw = synthetic(0, true);
+    let lesson = kala::bayes::lesson(&Message::parse(&raw, raw.len()), true);
+    model.learn(&[lesson]).await.unwrap();
+    assert_eq!(
+        store.tokenizer().await.unwrap(),
+        kala::bayes::TOKENIZER_VERSION,
+        "{name}"
+    );
+    assert_eq!(model.outdated_tokenizer().await.unwrap(), None, "{name}");
+
+    store.set_tokenizer(2).await.unwrap();
+    assert_eq!(model.outdated_tokenizer().await.unwrap(), Some(2), "{name}");
+    let warning = model.tokenizer_warning().await.unwrap().unwrap();
+    assert!(warning.contains("tokenizer version 2"), "{name}: {warning}");
+    store.reset().await.unwrap();
+    assert_eq!(store.tokenizer().await.unwrap(), 0, "{name}: after reset");
 }
 
 /// After a reset the model knows nothing, and the same mail is learned anew.

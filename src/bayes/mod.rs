@@ -4,7 +4,10 @@
 
 pub mod tokenizer;
 
+pub use tokenizer::TOKENIZER_VERSION;
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -179,6 +182,7 @@ impl MemoryModel {
 #[derive(Debug, Default)]
 pub struct MemoryTokens {
     inner: Mutex<(MemoryModel, HashMap<String, bool>)>,
+    tokenizer: AtomicU32,
 }
 
 #[async_trait]
@@ -203,7 +207,17 @@ impl TokenStore for MemoryTokens {
         let mut inner = self.lock();
         let forgotten = inner.0.token_count() as u64;
         *inner = Default::default();
+        self.tokenizer.store(0, Ordering::Relaxed);
         Ok(forgotten)
+    }
+
+    async fn tokenizer(&self) -> anyhow::Result<u32> {
+        Ok(self.tokenizer.load(Ordering::Relaxed))
+    }
+
+    async fn set_tokenizer(&self, version: u32) -> anyhow::Result<()> {
+        self.tokenizer.store(version, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -283,14 +297,49 @@ impl Model {
         Ok(self.classifier.probability(totals, &counts))
     }
 
+    /// Learns `lessons`, each at most once. A model learned from nothing records this build's
+    /// [`TOKENIZER_VERSION`], so a later Kala can tell that its tokens differ.
+    pub async fn learn(&self, lessons: &[Lesson]) -> anyhow::Result<Vec<Learned>> {
+        let totals = self.store.totals().await?;
+        let outcomes = self.store.learn(lessons, crate::store::now()).await?;
+        if totals.spam + totals.ham == 0 {
+            self.store.set_tokenizer(TOKENIZER_VERSION).await?;
+        }
+        Ok(outcomes)
+    }
+
     /// Learns one raw message as spam or ham.
     pub async fn learn_raw(&self, raw: &[u8], spam: bool) -> anyhow::Result<Learned> {
         let message = Message::parse(raw, raw.len());
-        let outcomes = self
-            .store
-            .learn(&[lesson(&message, spam)], crate::store::now())
-            .await?;
+        let outcomes = self.learn(&[lesson(&message, spam)]).await?;
         Ok(outcomes[0])
+    }
+
+    /// The older tokenizer version this model's lessons were learned with, if they were (0: a
+    /// model learned before Kala recorded it). Such a model keeps working, but the tokens this
+    /// build makes that the old one did not gain weight only as new lessons arrive.
+    pub async fn outdated_tokenizer(&self) -> anyhow::Result<Option<u32>> {
+        let totals = self.store.totals().await?;
+        if totals.spam + totals.ham == 0 {
+            return Ok(None);
+        }
+        let version = self.store.tokenizer().await?;
+        Ok((version < TOKENIZER_VERSION).then_some(version))
+    }
+
+    /// What to tell an administrator about an outdated model, if anything.
+    pub async fn tokenizer_warning(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.outdated_tokenizer().await?.map(|version| {
+            let learned = match version {
+                0 => "by a Kala older than tokenizer version 3".to_string(),
+                v => format!("with tokenizer version {v}"),
+            };
+            format!(
+                "the Bayes model was learned {learned}; this Kala tokenizes as version \
+                 {TOKENIZER_VERSION}. It keeps working; to use the new tokens fully, run \
+                 `kala learn --reset --spam SPAM...` and then `kala learn --ham HAM...`"
+            )
+        }))
     }
 }
 
@@ -351,7 +400,7 @@ pub fn autolearn_class(
 pub fn spawn_autolearn(model: Arc<Model>, message: Arc<Message>, spam: bool) {
     tokio::spawn(async move {
         let lesson = lesson(&message, spam);
-        if let Err(error) = model.store.learn(&[lesson], crate::store::now()).await {
+        if let Err(error) = model.learn(&[lesson]).await {
             tracing::warn!("autolearn failed: {error:#}");
         }
     });

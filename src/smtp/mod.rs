@@ -96,6 +96,9 @@ impl Shared {
         let mut bayes = None;
         if settings.bayes.enabled {
             let model = crate::bayes::open_model(&settings, &store).await?;
+            if let Some(warning) = model.tokenizer_warning().await? {
+                tracing::warn!("{warning}");
+            }
             pipeline.add_check(std::sync::Arc::new(crate::checks::Bayes::new(
                 model.clone(),
             )));

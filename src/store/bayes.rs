@@ -46,8 +46,13 @@ pub trait TokenStore: Send + Sync {
     async fn expire(&self, cutoff: u64) -> anyhow::Result<u64>;
     /// Forgets everything: tokens, totals and the digests of learned messages, so the same
     /// mail can be taught again (after a tokenizer change, or to start the model over).
-    /// Returns how many tokens were forgotten.
+    /// Returns how many tokens were forgotten. The tokenizer version goes back to 0.
     async fn reset(&self) -> anyhow::Result<u64>;
+    /// The tokenizer version the model's lessons were tokenized with
+    /// ([`crate::bayes::TOKENIZER_VERSION`] when they were learned); 0 when unknown (a model
+    /// older than this record, or an empty one).
+    async fn tokenizer(&self) -> anyhow::Result<u32>;
+    async fn set_tokenizer(&self, version: u32) -> anyhow::Result<()>;
 }
 
 impl Learned {
@@ -195,7 +200,7 @@ impl TokenStore for Store {
     async fn reset(&self) -> anyhow::Result<u64> {
         // One transaction: a lesson learned meanwhile is either wholly kept or wholly gone.
         let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE bayes_totals SET spam = 0, ham = 0 WHERE id = 1")
+        sqlx::query("UPDATE bayes_totals SET spam = 0, ham = 0, tokenizer = 0 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM bayes_seen")
@@ -206,6 +211,21 @@ impl TokenStore for Store {
             .await?;
         tx.commit().await?;
         Ok(tokens.rows_affected())
+    }
+
+    async fn tokenizer(&self) -> anyhow::Result<u32> {
+        let row = sqlx::query("SELECT tokenizer FROM bayes_totals WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("tokenizer")?.max(0) as u32)
+    }
+
+    async fn set_tokenizer(&self, version: u32) -> anyhow::Result<()> {
+        sqlx::query("UPDATE bayes_totals SET tokenizer = $1 WHERE id = 1")
+            .bind(i64::from(version))
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 }
 

@@ -173,6 +173,8 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX message_track_received ON message_track (received_at);
     CREATE INDEX message_track_message_id ON message_track (message_id);",
+    // 8: which tokenizer the Bayes model's lessons were tokenized with (0: not recorded).
+    "ALTER TABLE bayes_totals ADD COLUMN tokenizer BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build expects.

@@ -190,6 +190,27 @@ impl TokenStore for RedisTokens {
         Ok(0)
     }
 
+    async fn tokenizer(&self) -> anyhow::Result<u32> {
+        let mut c = self.state.connection.clone();
+        let version: Option<u32> = redis::cmd("HGET")
+            .arg(TOTALS_KEY)
+            .arg("v")
+            .query_async(&mut c)
+            .await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn set_tokenizer(&self, version: u32) -> anyhow::Result<()> {
+        let mut c = self.state.connection.clone();
+        let _: () = redis::cmd("HSET")
+            .arg(TOTALS_KEY)
+            .arg("v")
+            .arg(version)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
     async fn reset(&self) -> anyhow::Result<u64> {
         // SCAN, not KEYS: a large model must not block the server that other gateways use.
         let mut c = self.state.connection.clone();

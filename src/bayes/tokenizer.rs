@@ -4,7 +4,7 @@
 //! letter kept (ë, ç, š, đ, č, ć, ž and Cyrillic stay themselves), each word and each pair of
 //! neighbouring words; the words of the headers, prefixed by their header; a few headers'
 //! facts; link hosts and their registrable domains; attachment types. What the receiving side
-//! annotates and what a mailing list adds are left out ([`ListMail`]). A token is its text's
+//! annotates and what a mailing list adds are left out (see `ListMail`). A token is its text's
 //! xxh3 hash, so the model's size does not depend on word lengths and a token never leaks the
 //! text it came from.
 

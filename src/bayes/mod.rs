@@ -331,7 +331,7 @@ impl Model {
     pub async fn tokenizer_warning(&self) -> anyhow::Result<Option<String>> {
         Ok(self.outdated_tokenizer().await?.map(|version| {
             let learned = match version {
-                0 => "by a Kala older than tokenizer version 3".to_string(),
+                0 => "before Kala recorded its tokenizer version".to_string(),
                 v => format!("with tokenizer version {v}"),
             };
             format!(

@@ -30,15 +30,14 @@ pub fn tokens(message: &Message) -> Vec<u64> {
     let mut out = Tokens::default();
     let list = ListMail::of(message);
     // Past a list, only the relays that brought the message to the list say who sent it.
-    let relays = message
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("received"))
-        .count();
-    let skipped_relays = if list.is_some() {
-        relays.saturating_sub(ORIGIN_RELAYS)
-    } else {
-        0
+    let skipped_relays = match list {
+        Some(_) => message
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("received"))
+            .count()
+            .saturating_sub(ORIGIN_RELAYS),
+        None => 0,
     };
     let mut relay = 0;
     // Header facts first: few, and they must survive the cap on long bodies.
@@ -111,11 +110,12 @@ pub fn tokens(message: &Message) -> Vec<u64> {
     for part in &message.html_parts {
         out.words("", &part.text);
     }
+    let list_domain = list.as_ref().and_then(|l| l.domain.as_deref());
     for url in &message.urls {
         if let Some(host) = crate::checks::host_of(&url.url) {
             let host = host.to_ascii_lowercase();
             let domain = psl::domain_str(&host);
-            if domain.is_some() && list.as_ref().is_some_and(|l| l.domain.as_deref() == domain) {
+            if domain.is_some() && domain == list_domain {
                 continue;
             }
             if let Some(domain) = domain {
